@@ -1,0 +1,42 @@
+# aeq: `make demo` for a first look, `make test` for the full check (what CI runs).
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# This workplace keeps MNIST beside the checkout; elsewhere aeq uses the keras download/cache.
+ifneq ($(wildcard ../shared/data/mnist),)
+export AEQ_DATA_DIR ?= $(abspath ../shared/data/mnist)
+endif
+
+.PHONY: venv test unit lint demo bench bench-quick evaluate clean
+
+venv: $(BIN)/.installed
+
+$(BIN)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[train,eval,dev]'
+	touch $@
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/pytest
+
+unit: venv
+	$(BIN)/pytest tests/unit
+
+demo: venv
+	$(BIN)/aeq demo
+
+bench: venv
+	$(BIN)/aeq bench
+
+evaluate: venv
+	$(BIN)/aeq evaluate all
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache demo-output

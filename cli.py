@@ -1,0 +1,61 @@
+"""aeq's command line: a thin Typer layer over the packages that do the work.
+
+Each stage registers its own commands (``register(app)`` in its ``commands`` module). Those modules
+import TensorFlow, ONNX Runtime or Celery only inside the commands that need them, so ``aeq --help``
+is quick and the job-submitting commands never load TensorFlow.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import typer
+from rich.console import Console
+
+import bench.commands
+import demo
+import evaluation.commands
+import export.commands
+import training.commands
+import worker.commands
+from common.errors import AeqError
+
+_stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class _App(typer.Typer):
+    """Typer app that turns every ``AeqError`` into one line on stderr and its exit code."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().__call__(*args, **kwargs)
+        except AeqError as error:
+            _stderr.print(f"[bold red]error:[/] {error}")
+            sys.exit(error.exit_code)
+        except KeyboardInterrupt:
+            _stderr.print("interrupted")
+            sys.exit(130)
+
+
+app = _App(
+    name="aeq",
+    help="Train autoencoders, export them to ONNX, and run batch jobs on them.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    add_completion=False,
+)
+
+for stage in (
+    training.commands,
+    export.commands,
+    worker.commands,
+    evaluation.commands,
+    bench.commands,
+    demo,
+):
+    stage.register(app)
+
+
+if __name__ == "__main__":
+    app()
