@@ -1,0 +1,190 @@
+"""Keras -> ONNX: the three graphs of one autoencoder, with stable tensor names and a pinned opset.
+
+This is the only module of ``export`` that imports TensorFlow and tf2onnx; the CLI imports it
+inside the ``aeq export`` command, so ``aeq models`` and the worker never load them.
+
+tf2onnx with Keras 3 names a graph's output after its last layer (``code_vector``,
+``conv2d_1``…) and its dynamic batch dimension ``unk__123``; we rename both in the ONNX proto so
+every published graph reads ``image`` / ``code`` -> ``code`` / ``reconstruction`` with a batch
+dimension called ``batch``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import keras
+import numpy as np
+import onnx
+import tensorflow as tf
+import tf2onnx
+
+from common.catalog import (
+    CODE_TENSOR,
+    IMAGE_TENSOR,
+    RECONSTRUCTION_TENSOR,
+    Graph,
+    ModelSpec,
+)
+from training.architectures import split
+
+# tf2onnx 1.17 tests opsets 14-18 and ONNX Runtime >= 1.22 runs all of them; 17 has every op these
+# graphs use (Conv, MaxPool, Resize, Gemm, Relu, Sigmoid, Reshape) and leaves one step of headroom.
+ONNX_OPSET = 17
+BATCH_DIM = "batch"
+# Dims recorded in config.json use -1 for the dynamic batch dimension, as Triton does.
+DYNAMIC_DIM = -1
+
+# Each graph's (input name, output name); the encoder/decoder code is always a flat vector.
+GRAPH_TENSORS: dict[Graph, tuple[str, str]] = {
+    Graph.AUTOENCODER: (IMAGE_TENSOR, RECONSTRUCTION_TENSOR),
+    Graph.ENCODER: (IMAGE_TENSOR, CODE_TENSOR),
+    Graph.DECODER: (CODE_TENSOR, RECONSTRUCTION_TENSOR),
+}
+
+
+@dataclass(frozen=True)
+class ConvertedGraph:
+    """One graph converted to ONNX, with the Keras model it came from (for the parity gate).
+
+    Attributes:
+        graph: which of the three graphs this is.
+        keras_model: the Keras model that was converted.
+        proto: the ONNX model, names fixed and checked.
+    """
+
+    graph: Graph
+    keras_model: Any
+    proto: onnx.ModelProto
+
+    def signature(self) -> dict[str, list[dict[str, Any]]]:
+        """``{"inputs": [...], "outputs": [...]}`` with name, dtype and dims (-1 = dynamic)."""
+        return {
+            "inputs": [_tensor_json(value) for value in self.proto.graph.input],
+            "outputs": [_tensor_json(value) for value in self.proto.graph.output],
+        }
+
+
+def keras_graphs(autoencoder: keras.Model, spec: ModelSpec) -> dict[Graph, keras.Model]:
+    """The three Keras models to export: the autoencoder and its encoder/decoder halves."""
+    encoder, decoder = split(autoencoder, spec)
+    return {Graph.AUTOENCODER: autoencoder, Graph.ENCODER: encoder, Graph.DECODER: decoder}
+
+
+def input_dims(graph: Graph, spec: ModelSpec) -> tuple[int, ...]:
+    """One item's shape at ``graph``'s input, batch excluded."""
+    return (spec.code_dim,) if graph is Graph.DECODER else spec.input_dims
+
+
+def convert_model(
+    autoencoder: keras.Model, spec: ModelSpec, opset: int = ONNX_OPSET
+) -> dict[Graph, ConvertedGraph]:
+    """Convert an autoencoder's three graphs to ONNX.
+
+    Args:
+        autoencoder: a trained model built by ``training.architectures.build(spec.name)``.
+        spec: the model's catalogue entry.
+        opset: ONNX opset to target.
+
+    Returns:
+        One ``ConvertedGraph`` per ``Graph``, each passed through ``onnx.checker``.
+    """
+    return {
+        graph: ConvertedGraph(graph, model, convert_graph(model, graph, spec, opset))
+        for graph, model in keras_graphs(autoencoder, spec).items()
+    }
+
+
+def convert_graph(
+    model: keras.Model, graph: Graph, spec: ModelSpec, opset: int = ONNX_OPSET
+) -> onnx.ModelProto:
+    """Convert one Keras model to ONNX with ``graph``'s stable input/output names.
+
+    Raises:
+        ValueError: the model does not have exactly one input and one output, or the stable
+            output name is already used inside the converted graph.
+    """
+    input_name, output_name = GRAPH_TENSORS[graph]
+    signature = [tf.TensorSpec((None, *input_dims(graph, spec)), tf.float32, name=input_name)]
+    proto, _ = tf2onnx.convert.from_keras(model, input_signature=signature, opset=opset)
+    if len(proto.graph.input) != 1 or len(proto.graph.output) != 1:
+        raise ValueError(f"{spec.name} {graph}: expected one input and one output")
+    if proto.graph.input[0].name != input_name:
+        rename_tensor(proto, proto.graph.input[0].name, input_name)
+    rename_tensor(proto, proto.graph.output[0].name, output_name)
+    name_batch_dimension(proto)
+    proto.graph.name = f"{spec.name}_{graph.value}"
+    onnx.checker.check_model(proto, full_check=True)
+    return proto
+
+
+def rename_tensor(proto: onnx.ModelProto, old: str, new: str) -> None:
+    """Rename tensor ``old`` to ``new`` everywhere in ``proto``'s main graph.
+
+    Raises:
+        ValueError: ``new`` already names another tensor (renaming would merge two tensors).
+    """
+    if old == new:
+        return
+    graph = proto.graph
+    if new in _tensor_names(graph):
+        raise ValueError(f"cannot rename {old!r} to {new!r}: the graph already has a {new!r}")
+    for node in graph.node:
+        _replace(node.input, old, new)
+        _replace(node.output, old, new)
+    for value in (*graph.input, *graph.output, *graph.value_info):
+        if value.name == old:
+            value.name = new
+
+
+def name_batch_dimension(proto: onnx.ModelProto) -> None:
+    """Call the first (dynamic) dimension of every graph input and output ``batch``."""
+    for value in (*proto.graph.input, *proto.graph.output):
+        first = value.type.tensor_type.shape.dim[0]
+        if not first.HasField("dim_value"):
+            first.dim_param = BATCH_DIM
+
+
+def _replace(names: Any, old: str, new: str) -> None:
+    for index, name in enumerate(names):
+        if name == old:
+            names[index] = new
+
+
+def _tensor_names(graph: onnx.GraphProto) -> set[str]:
+    names = {value.name for value in (*graph.input, *graph.output, *graph.value_info)}
+    names.update(initializer.name for initializer in graph.initializer)
+    for node in graph.node:
+        names.update(node.input)
+        names.update(node.output)
+    return names
+
+
+def _tensor_json(value: onnx.ValueInfoProto) -> dict[str, Any]:
+    tensor_type = value.type.tensor_type
+    dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type))
+    dims = [
+        dim.dim_value if dim.HasField("dim_value") else DYNAMIC_DIM for dim in tensor_type.shape.dim
+    ]
+    return {"name": value.name, "dtype": dtype.name, "dims": dims}
+
+
+def serialized(graphs: Mapping[Graph, ConvertedGraph]) -> dict[Graph, bytes]:
+    """Each graph's ONNX bytes, as written to disk and loaded by ONNX Runtime."""
+    return {graph: converted.proto.SerializeToString() for graph, converted in graphs.items()}
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries that trained, converted and checked a model."""
+    import onnxruntime
+
+    return {
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "tf2onnx": tf2onnx.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "numpy": np.__version__,
+    }

@@ -1,0 +1,265 @@
+"""Export one trained model end to end: load, refuse if collapsed, convert, check parity, publish.
+
+    <training_dir>/<model>/model.keras + record.json      (written by ``aeq train``)
+        -> autoencoder.onnx, encoder.onnx, decoder.onnx   (``export.convert``, in a temp folder)
+        -> parity gate on held-out images                 (``export.validate``)
+        -> <repository>/<model>/<next version>/           (``ModelRepository.publish``, atomic)
+
+Imports TensorFlow (through ``export.convert``); the CLI imports this module inside ``aeq export``.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from common.catalog import PARITY_ATOL, PIXELS_PER_IMAGE, Graph, ModelSpec, model_spec
+from common.errors import CollapsedModelError, InputError, ModelNotFoundError
+from common.noise import add_noise
+from export.convert import ONNX_OPSET, ConvertedGraph, convert_model, library_versions, serialized
+from export.repository import ModelRepository, ModelVersion
+from export.validate import GraphParity, check_parity, run_keras
+
+MODEL_FILE = "model.keras"
+RECORD_FILE = "record.json"
+# Held-out test images the parity gate runs every graph on.
+PARITY_IMAGE_COUNT = 256
+# Models trained on noisy input are checked on noisy images too (the half after this many clean
+# ones), drawn from a fixed seed so a re-export checks the same inputs.
+PARITY_NOISE_SEED = 0
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    """A model as ``aeq train`` left it: the Keras file and its training record."""
+
+    spec: ModelSpec
+    folder: Path
+    record: Mapping[str, Any]
+
+    @property
+    def model_file(self) -> Path:
+        return self.folder / MODEL_FILE
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What one export published and measured."""
+
+    version: ModelVersion
+    parity: Mapping[Graph, GraphParity]
+    sizes: Mapping[str, int]
+
+    @property
+    def max_parity_error(self) -> float:
+        """Largest max |diff| over the three graphs."""
+        return max(result.max_abs_diff for result in self.parity.values())
+
+
+def trained_models(training_dir: Path) -> list[str]:
+    """Catalogued models that have a ``model.keras`` under ``training_dir``, in catalogue order."""
+    from common.catalog import MODELS
+
+    return [name for name in MODELS if (Path(training_dir) / name / MODEL_FILE).is_file()]
+
+
+def find_trained(training_dir: Path, name: str) -> TrainedModel:
+    """Locate a trained model and read its record.
+
+    Raises:
+        ModelNotFoundError: unknown model name, or no ``model.keras`` for it.
+        InputError: the record is missing, unreadable or lacks the ``collapsed`` verdict.
+    """
+    spec = model_spec(name)
+    folder = Path(training_dir) / name
+    if not (folder / MODEL_FILE).is_file():
+        raise ModelNotFoundError(
+            f"no trained {name} model at {folder / MODEL_FILE}; run 'aeq train {name}' "
+            "or point --from / AEQ_TRAINING_DIR at the folder it wrote"
+        )
+    try:
+        record = json.loads((folder / RECORD_FILE).read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise InputError(
+            f"cannot read the training record {folder / RECORD_FILE}: {error}"
+        ) from None
+    if not isinstance(record, dict) or not isinstance(record.get("collapsed"), bool):
+        raise InputError(
+            f"{folder / RECORD_FILE} has no 'collapsed' verdict; cannot tell whether {name} trained"
+        )
+    return TrainedModel(spec, folder, record)
+
+
+def refuse_collapsed(trained: TrainedModel) -> None:
+    """Raise ``CollapsedModelError`` if training reported the model as collapsed."""
+    if trained.record["collapsed"]:
+        mse = trained.record.get("test_mse")
+        raise CollapsedModelError(
+            f"{trained.spec.name} collapsed in training (test MSE {mse}, no better than the mean "
+            "image); retrain it before exporting, nothing published"
+        )
+
+
+def load_keras(trained: TrainedModel) -> keras.Model:
+    """Load the trained Keras model and check it is the architecture its name says."""
+    try:
+        model = keras.models.load_model(trained.model_file, compile=False)
+    except (OSError, ValueError) as error:
+        raise InputError(f"cannot load {trained.model_file}: {error}") from None
+    shape = tuple(model.input_shape[1:])
+    if shape != trained.spec.input_dims:
+        raise InputError(
+            f"{trained.model_file} takes inputs of shape {shape}, "
+            f"but {trained.spec.name} takes {trained.spec.input_dims}"
+        )
+    return model
+
+
+def parity_inputs(spec: ModelSpec, images: np.ndarray, encoder: Any) -> dict[Graph, np.ndarray]:
+    """Each graph's parity inputs: the images (half noisy for noisy-input models) and their codes.
+
+    Args:
+        spec: the model's catalogue entry.
+        images: float32 images in [0, 1], ``PIXELS_PER_IMAGE`` values each, any shape.
+        encoder: the Keras encoder whose codes the decoder is checked on.
+    """
+    flat = np.asarray(images, dtype=np.float32).reshape(-1, PIXELS_PER_IMAGE)
+    if spec.noisy_input:
+        half = len(flat) // 2
+        noisy = add_noise(flat[half:], np.random.default_rng(PARITY_NOISE_SEED))
+        flat = np.concatenate([flat[:half], noisy])
+    shaped = flat.reshape(len(flat), *spec.input_dims)
+    codes = run_keras(encoder, shaped).astype(np.float32)
+    return {Graph.AUTOENCODER: shaped, Graph.ENCODER: shaped, Graph.DECODER: codes}
+
+
+def check_images(images: np.ndarray) -> np.ndarray:
+    """Validate parity images: float values in [0, 1], whole images, at least one."""
+    array = np.asarray(images)
+    if array.size == 0 or array.size % PIXELS_PER_IMAGE:
+        raise InputError(f"parity images must be whole 28x28 images, got shape {array.shape}")
+    if not np.issubdtype(array.dtype, np.floating) or array.min() < 0 or array.max() > 1:
+        raise InputError("parity images must be floats in [0, 1] (divide uint8 pixels by 255)")
+    return array.astype(np.float32).reshape(-1, PIXELS_PER_IMAGE)
+
+
+def export_model(
+    name: str,
+    training_dir: Path,
+    repository: ModelRepository,
+    images: np.ndarray,
+    data_source: str,
+    tolerance: float = PARITY_ATOL,
+) -> ExportResult:
+    """Export one trained model: convert its three graphs, gate them on parity, publish.
+
+    Args:
+        name: a catalogued model name.
+        training_dir: the folder ``aeq train`` wrote (``<training_dir>/<name>/model.keras``).
+        repository: where to publish.
+        images: held-out parity images, floats in [0, 1] (e.g. MNIST test images / 255).
+        data_source: where ``images`` came from, recorded in ``config.json``.
+        tolerance: largest accepted |ONNX Runtime - Keras| on any output.
+
+    Returns:
+        The published version, the parity measurements and the published file sizes.
+
+    Raises:
+        ModelNotFoundError, InputError: no usable trained model or record.
+        CollapsedModelError: the record says training collapsed.
+        ParityError: a graph failed the parity gate; nothing was published.
+    """
+    trained = find_trained(training_dir, name)
+    refuse_collapsed(trained)
+    flat_images = check_images(images)
+    graphs = convert_model(load_keras(trained), trained.spec)
+    inputs = parity_inputs(trained.spec, flat_images, graphs[Graph.ENCODER].keras_model)
+    onnx_bytes = serialized(graphs)
+    parity = check_parity(
+        {graph: converted.keras_model for graph, converted in graphs.items()},
+        onnx_bytes,
+        inputs,
+        tolerance,
+        label=name,
+    )
+    config = version_config(trained, graphs, parity, len(flat_images), data_source, tolerance)
+    version = _publish(repository, name, onnx_bytes, config)
+    sizes = {file: (version.path / file).stat().st_size for file in version.config["sha256"]}
+    return ExportResult(version, parity, sizes)
+
+
+def graph_file(graph: Graph) -> str:
+    """The file a graph is published as."""
+    return f"{graph.value}.onnx"
+
+
+def version_config(
+    trained: TrainedModel,
+    graphs: Mapping[Graph, ConvertedGraph],
+    parity: Mapping[Graph, GraphParity],
+    image_count: int,
+    data_source: str,
+    tolerance: float = PARITY_ATOL,
+) -> dict[str, Any]:
+    """The ``config.json`` content (the repository adds model, version, published_at, sha256)."""
+    spec = trained.spec
+    return {
+        "graphs": {
+            graph.value: {
+                "file": graph_file(graph),
+                **converted.signature(),
+                "parity_max_abs_diff": parity[graph].max_abs_diff,
+            }
+            for graph, converted in graphs.items()
+        },
+        "code_dim": spec.code_dim,
+        "code_dims": list(spec.code_dims),
+        "input_dims": list(spec.input_dims),
+        "noisy_input": spec.noisy_input,
+        "opset": ONNX_OPSET,
+        "parity": {
+            "tolerance": tolerance,
+            "images": image_count,
+            "data_source": data_source,
+        },
+        "training": dict(trained.record),
+        "libraries": library_versions(),
+    }
+
+
+def _publish(
+    repository: ModelRepository,
+    name: str,
+    onnx_bytes: Mapping[Graph, bytes],
+    config: Mapping[str, Any],
+) -> ModelVersion:
+    with tempfile.TemporaryDirectory(prefix=f"aeq-export-{name}-") as folder:
+        files = {}
+        for graph, data in onnx_bytes.items():
+            files[graph_file(graph)] = path = Path(folder) / graph_file(graph)
+            path.write_bytes(data)
+        return repository.publish(name, files, config)
+
+
+def load_parity_images(
+    data: Path | None = None, settings: Any = None, count: int = PARITY_IMAGE_COUNT
+) -> tuple[np.ndarray, str]:
+    """The first ``count`` MNIST test images as float32 in [0, 1], and where they came from.
+
+    Looks for MNIST where ``aeq train`` does (``--data``, ``AEQ_DATA_DIR``, the keras cache).
+
+    Raises:
+        DataUnavailableError: no MNIST source is reachable.
+    """
+    from training.data import load_mnist
+
+    mnist = load_mnist(data=data, settings=settings)
+    images = mnist.test_images[:count].astype(np.float32) / 255.0
+    return images, f"{mnist.source} (first {len(images)} test images)"
