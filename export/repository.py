@@ -20,6 +20,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Mapping
@@ -34,6 +35,8 @@ from common.errors import IntegrityError, ModelNotFoundError, RepositoryError
 CONFIG_FILE = "config.json"
 _STAGING_PREFIX = ".staging-"
 _PUBLISH_ATTEMPTS = 20
+# A version folder is a positive integer without leading zeros ("7", never "07" or "0").
+_VERSION_NAME = re.compile(r"[1-9][0-9]*")
 
 
 @dataclass(frozen=True)
@@ -114,6 +117,10 @@ class ModelVersion:
         except OSError as error:
             raise IntegrityError(f"{self.label}: cannot read {name}: {error.strerror}") from None
         expected = self.config.get("sha256", {}).get(name)
+        if not expected:
+            raise IntegrityError(
+                f"{self.label}: config.json records no sha256 for {name}; refusing to load it"
+            )
         actual = sha256_bytes(data)
         if expected != actual:
             raise IntegrityError(
@@ -149,10 +156,11 @@ class ModelRepository:
         folder = self.root / model
         if not folder.is_dir():
             return []
+        # config.json is written before the rename, so a folder without one is not a version.
         return sorted(
             int(entry.name)
             for entry in folder.iterdir()
-            if entry.name.isdigit() and (entry / CONFIG_FILE).is_file()
+            if _VERSION_NAME.fullmatch(entry.name) and (entry / CONFIG_FILE).is_file()
         )
 
     def get(self, model: str, version: int | None = None) -> ModelVersion:
@@ -188,8 +196,14 @@ class ModelRepository:
         ``config`` is stored as ``config.json`` with ``model``, ``version``, ``published_at`` and
         the ``sha256`` of every file added. The version appears atomically, by rename.
         """
+        for name in (model, *files):
+            if not name or name != Path(name).name or name.startswith(".") or name == CONFIG_FILE:
+                raise RepositoryError(f"cannot publish {name!r}: not a plain file or model name")
         model_folder = self.root / model
-        model_folder.mkdir(parents=True, exist_ok=True)
+        try:
+            model_folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise RepositoryError(f"cannot create {model_folder}: {error}") from None
         staging = model_folder / f"{_STAGING_PREFIX}{uuid.uuid4().hex}"
         staging.mkdir()
         try:
@@ -197,6 +211,8 @@ class ModelRepository:
                 name: _copy_and_hash(source, staging / name) for name, source in files.items()
             }
             return self._rename_into_place(model, staging, dict(config), hashes)
+        except OSError as error:
+            raise RepositoryError(f"cannot publish {model} into {self.root}: {error}") from None
         finally:
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
@@ -205,9 +221,12 @@ class ModelRepository:
         self, model: str, staging: Path, config: dict[str, Any], hashes: dict[str, str]
     ) -> ModelVersion:
         # Another publisher may take a version number between our look and our rename; the rename
-        # then fails because the target exists, and we try the next number.
+        # then fails because the target exists, and we try the next number. A stray folder with that
+        # number but no config.json (not a version) is stepped over the same way.
+        tried = 0
         for _ in range(_PUBLISH_ATTEMPTS):
-            version = (self.versions(model) or [0])[-1] + 1
+            version = max((self.versions(model) or [0])[-1], tried) + 1
+            tried = version
             target = self.root / model / str(version)
             full_config = {
                 **config,
