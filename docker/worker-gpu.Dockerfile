@@ -1,0 +1,47 @@
+# syntax=docker/dockerfile:1
+# aeq GPU worker image: the serving side with onnxruntime-gpu on NVIDIA's CUDA 13 + cuDNN 9 runtime.
+# Linux x86_64 only (onnxruntime-gpu has no other wheels); the host needs the NVIDIA driver (580 or
+# newer for CUDA 13) and the NVIDIA Container Toolkit.
+# Build from the repository root: docker build -f docker/worker-gpu.Dockerfile -t aeq-worker-gpu .
+
+FROM nvidia/cuda:13.0.2-cudnn-runtime-ubuntu24.04 AS base
+ENV DEBIAN_FRONTEND=noninteractive \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PATH=/opt/aeq/bin:$PATH
+# Ubuntu 24.04's Python 3.12 in a virtualenv (the system interpreter is externally managed).
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends python3 python3-venv \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --system --uid 10001 --user-group --create-home --home-dir /home/aeq aeq \
+    && python3 -m venv /opt/aeq \
+    && install -d -o aeq -g aeq /models
+
+# Dependencies, unchanged from pyproject.toml (it selects onnxruntime-gpu on Linux x86_64), with the
+# ONNX Runtime build pinned to the base image's CUDA major version.
+FROM base AS deps
+WORKDIR /build
+COPY pyproject.toml docker/requirements.py docker/gpu-constraints.txt ./
+RUN python requirements.py pyproject.toml > requirements.txt \
+    && pip install -r requirements.txt -c gpu-constraints.txt \
+    && python -c "import onnxruntime as ort; assert 'CUDAExecutionProvider' in ort.get_available_providers(), 'not the CUDA build of ONNX Runtime'"
+
+FROM deps AS wheel
+COPY . /src
+RUN pip wheel --no-deps --no-build-isolation --wheel-dir /wheels /src
+
+FROM deps AS worker
+RUN --mount=type=bind,from=wheel,source=/wheels,target=/wheels \
+    pip install --no-deps /wheels/*.whl \
+    && python -c "import worker.app, cli" \
+    && ! python -c "import tensorflow" 2>/dev/null
+WORKDIR /home/aeq
+USER 10001:10001
+ENV AEQ_MODEL_REPOSITORY=/models \
+    AEQ_PROVIDERS=cuda,cpu
+HEALTHCHECK --interval=30s --timeout=20s --start-period=60s --retries=3 \
+    CMD ["sh", "-c", "celery -A worker.app inspect ping --destination \"aeq@$HOSTNAME\" --timeout 10 >/dev/null"]
+# --require-gpu: a host whose CUDA cannot load makes the worker exit instead of serving on the CPU.
+CMD ["aeq", "worker", "--require-gpu", "--hostname", "aeq@%h", "--loglevel", "info"]

@@ -1,0 +1,52 @@
+# syntax=docker/dockerfile:1
+# aeq CPU worker image: the serving side only. No TensorFlow, and ONNX Runtime's CPU build instead of
+# the CUDA build that pyproject.toml selects on Linux x86_64 (hundreds of MB this image never uses).
+# Targets: `worker` (default, `aeq worker`) and `flower` (the worker image plus Celery Flower).
+# Build from the repository root: docker build -f docker/worker.Dockerfile -t aeq-worker .
+
+FROM python:3.11.15-slim-bookworm AS base
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PATH=/opt/aeq/bin:$PATH
+# One unprivileged user, the same uid in every aeq image, so the shared model volume is readable
+# (and, for the training image, writable) whichever image mounts it first.
+RUN useradd --system --uid 10001 --user-group --create-home --home-dir /home/aeq aeq \
+    && python -m venv /opt/aeq \
+    && install -d -o aeq -g aeq /models
+
+# Dependencies: rebuilt only when pyproject.toml (or the requirement chooser) changes.
+FROM base AS deps
+WORKDIR /build
+COPY pyproject.toml docker/requirements.py ./
+RUN python requirements.py pyproject.toml --cpu-only > requirements.txt \
+    && pip install -r requirements.txt
+
+# aeq's own wheel, built offline from the source (setuptools came with the dependencies).
+FROM deps AS wheel
+COPY . /src
+RUN pip wheel --no-deps --no-build-isolation --wheel-dir /wheels /src
+
+FROM deps AS worker
+RUN --mount=type=bind,from=wheel,source=/wheels,target=/wheels \
+    pip install --no-deps /wheels/*.whl \
+    && python -c "import onnxruntime, worker.app, cli" \
+    && ! python -c "import tensorflow" 2>/dev/null
+WORKDIR /home/aeq
+USER 10001:10001
+ENV AEQ_MODEL_REPOSITORY=/models \
+    AEQ_PROVIDERS=cpu
+# A worker is healthy when it answers a Celery ping under the node name its command gives it.
+HEALTHCHECK --interval=30s --timeout=20s --start-period=30s --retries=3 \
+    CMD ["sh", "-c", "celery -A worker.app inspect ping --destination \"aeq@$HOSTNAME\" --timeout 10 >/dev/null"]
+CMD ["aeq", "worker", "--hostname", "aeq@%h", "--loglevel", "info"]
+
+FROM worker AS flower
+USER 0:0
+RUN pip install flower==2.2.0
+USER 10001:10001
+HEALTHCHECK --interval=30s --timeout=10s --start-period=20s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:5555/healthcheck', timeout=5)"]
+EXPOSE 5555
+CMD ["celery", "-A", "worker.app", "flower", "--address=0.0.0.0", "--port=5555"]
