@@ -1,0 +1,170 @@
+"""The job store on a real (private) redis-server: keys, TTLs, states, idempotent completion."""
+
+from __future__ import annotations
+
+import pytest
+
+from common.catalog import Operation
+from common.errors import JobNotFoundError
+from worker.jobs import ChunkOutcome, ChunkStatus, JobSpec, JobState, JobStore
+
+TTL_S = 600
+
+
+@pytest.fixture
+def store(redis_client):
+    return JobStore(redis_client, TTL_S)
+
+
+def spec(total: int = 10, chunk_size: int = 4) -> JobSpec:
+    return JobSpec(Operation.DENOISE, "denoising", 1, total, chunk_size, 1568)
+
+
+def done(chunk: int, items: int = 4) -> ChunkStatus:
+    return ChunkStatus(chunk, ChunkOutcome.DONE, items, provider="CPUExecutionProvider", worker="w")
+
+
+def queue_all(store: JobStore, job: str, job_spec: JobSpec) -> None:
+    for chunk in range(job_spec.chunks):
+        count = job_spec.chunk_count(chunk)
+        store.put_chunk(job, chunk, b"x" * count, [f"item{chunk}-{i}" for i in range(count)])
+
+
+def test_chunks_cover_the_items_exactly():
+    job_spec = spec(total=10, chunk_size=4)
+    assert job_spec.chunks == 3
+    assert [job_spec.chunk_count(c) for c in range(3)] == [4, 4, 2]
+    assert [job_spec.chunk_start(c) for c in range(3)] == [0, 4, 8]
+
+
+def test_a_new_job_is_queued_and_listed(store):
+    job = store.create(spec())
+    record = store.get(job)
+    assert record.state is JobState.QUEUED
+    assert record.spec == spec()
+    assert [r.id for r in store.recent(10)] == [job]
+
+
+def test_state_follows_the_chunks(store):
+    job_spec = spec()
+    job = store.create(job_spec)
+    queue_all(store, job, job_spec)
+    store.mark_started(job)
+    assert store.get(job).state is JobState.RUNNING
+    for chunk in range(job_spec.chunks):
+        assert store.complete(job, done(chunk, job_spec.chunk_count(chunk)), b"out")
+    record = store.get(job)
+    assert record.state is JobState.DONE
+    assert (record.done, record.items_done) == (3, 10)
+    assert record.finished_at is not None
+    assert record.providers() == ["CPUExecutionProvider"]
+
+
+def test_a_job_not_fully_queued_never_reads_as_finished(store):
+    job_spec = spec()
+    job = store.create(job_spec)
+    store.put_chunk(job, 0, b"x", ["a"])
+    store.complete(job, done(0))
+    assert store.get(job).state is JobState.RUNNING
+
+
+def test_one_failed_chunk_fails_the_job_but_the_rest_complete(store):
+    job_spec = spec()
+    job = store.create(job_spec)
+    queue_all(store, job, job_spec)
+    store.complete(job, done(0), b"out")
+    store.complete(job, ChunkStatus(1, ChunkOutcome.FAILED, 4, reason="bad shape"))
+    store.complete(job, done(2, 2), b"out")
+    record = store.get(job)
+    assert record.state is JobState.FAILED
+    assert [(s.chunk, s.reason) for s in record.failures()] == [(1, "bad shape")]
+    assert store.output(job, 0) == b"out"
+    assert store.output(job, 1) is None
+
+
+def test_completing_a_chunk_twice_changes_nothing(store):
+    job_spec = spec()
+    job = store.create(job_spec)
+    queue_all(store, job, job_spec)
+    assert store.complete(job, done(0), b"first")
+    assert not store.complete(job, done(0), b"second")
+    record = store.get(job)
+    assert (record.done, record.items_done) == (1, 4)
+    assert store.output(job, 0) == b"first"
+    assert store.client.lrange(store.events_key(job), 0, -1) == [b"0"]
+
+
+def test_completion_moves_input_to_output_in_one_step(store):
+    job_spec = spec()
+    job = store.create(job_spec)
+    queue_all(store, job, job_spec)
+    assert store.input(job, 1) == b"xxxx"
+    store.complete(job, done(1), b"result")
+    assert store.input(job, 1) is None
+    assert store.output(job, 1) == b"result"
+    assert store.status(job, 1).outcome is ChunkOutcome.DONE
+    assert store.wait_event(job, 0.1) == b"1"
+
+
+def test_a_chunk_of_a_vanished_job_is_not_stored(store):
+    job = store.create(spec())
+    store.client.delete(store.job_key(job))
+    assert not store.complete(job, done(0), b"out")
+    assert store.output(job, 0) is None
+
+
+def test_every_key_expires(store):
+    job_spec = spec()
+    job = store.create(job_spec)
+    queue_all(store, job, job_spec)
+    store.complete(job, done(0), b"out")
+    keys = store.client.keys("aeq:*")
+    assert len(keys) >= 6
+    for key in keys:
+        assert 0 < store.client.ttl(key) <= TTL_S, key
+
+
+def test_cancel_drops_queued_inputs_and_wakes_followers(store):
+    job_spec = spec()
+    job = store.create(job_spec)
+    queue_all(store, job, job_spec)
+    store.complete(job, done(0), b"out")
+    assert store.cancel(job) == 2
+    record = store.get(job)
+    assert record.state is JobState.CANCELLED
+    assert store.input(job, 1) is None and store.input(job, 2) is None
+    assert store.client.lrange(store.events_key(job), 0, -1) == [b"0", b"cancel"]
+
+
+def test_collecting_deletes_the_data_but_keeps_the_record(store):
+    job_spec = spec()
+    job = store.create(job_spec)
+    queue_all(store, job, job_spec)
+    for chunk in range(job_spec.chunks):
+        store.complete(job, done(chunk, job_spec.chunk_count(chunk)), b"out")
+    store.mark_collected(job, keep=False)
+    assert store.output(job, 0) is None and store.names(job, 0) == []
+    assert store.is_deleted(job)
+    record = store.get(job)
+    assert record.state is JobState.DONE and record.collected_at is not None
+
+
+def test_collecting_with_keep_keeps_the_outputs(store):
+    job_spec = spec()
+    job = store.create(job_spec)
+    queue_all(store, job, job_spec)
+    store.complete(job, done(0), b"out")
+    store.mark_collected(job, keep=True)
+    assert store.output(job, 0) == b"out" and not store.is_deleted(job)
+    assert store.names(job, 0) == [f"item0-{i}" for i in range(4)]
+
+
+def test_recent_jobs_are_newest_first(store):
+    jobs = [store.create(spec()) for _ in range(3)]
+    assert [r.id for r in store.recent(10)] == jobs[::-1]
+    assert [r.id for r in store.recent(2)] == jobs[:0:-1]
+
+
+def test_unknown_job_says_so(store):
+    with pytest.raises(JobNotFoundError, match="no job 'feedfacecafe'"):
+        store.get("feedfacecafe")

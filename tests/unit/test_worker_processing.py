@@ -1,0 +1,145 @@
+"""What a worker does with one chunk message: good chunks, duplicates, poison, cancellation.
+
+Real Redis, real model repository, real ONNX Runtime; no Celery (the task only calls this).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from worker_support import random_images, tiny_repository
+
+from common.catalog import Operation
+from common.settings import Settings
+from worker.inference import CPU_PROVIDER, Engine
+from worker.jobs import ChunkOutcome, JobSpec, JobState, JobStore
+from worker.processing import WorkerContext, process_chunk
+from worker.protocol import ChunkMessage, encode_array
+
+
+@pytest.fixture(scope="module")
+def repository(tmp_path_factory):
+    return tiny_repository(tmp_path_factory.mktemp("models") / "repository")
+
+
+@pytest.fixture(scope="module")
+def engine():
+    return Engine(Settings(providers=(CPU_PROVIDER,)))
+
+
+@pytest.fixture
+def context(redis_client, repository, engine):
+    settings = Settings(model_repository=repository.root, providers=(CPU_PROVIDER,))
+    return WorkerContext(settings, JobStore(redis_client, 600), repository, engine, "test-worker")
+
+
+def queue_job(context, images, op=Operation.DENOISE, model="denoising", chunk_size=4):
+    """Create a job and store its chunks as a client would; return the id and the messages."""
+    store = context.store
+    code_dim = context.repository.get(model).code_dim
+    spec = JobSpec(op, model, 1, len(images), chunk_size, code_dim)
+    job = store.create(spec)
+    messages = []
+    for chunk in range(spec.chunks):
+        part = images[spec.chunk_start(chunk) : spec.chunk_start(chunk) + chunk_size]
+        store.put_chunk(job, chunk, encode_array(part), [f"{chunk}-{i}" for i in range(len(part))])
+        messages.append(ChunkMessage.for_array(job, chunk, op, model, 1, part).to_wire())
+    return job, messages
+
+
+def test_a_good_chunk_is_run_and_stored(context):
+    images = random_images(10)
+    job, messages = queue_job(context, images)
+    summary = process_chunk(context, messages[1])
+    assert summary["state"] == "done" and summary["provider"] == CPU_PROVIDER
+    out = np.frombuffer(context.store.output(job, 1), np.uint8).reshape(4, 28, 28)
+    version = context.repository.get("denoising")
+    np.testing.assert_array_equal(
+        out, context.engine.run(version, Operation.DENOISE, images[4:8]).array
+    )
+    status = context.store.status(job, 1)
+    assert (status.outcome, status.worker, status.provider) == (
+        ChunkOutcome.DONE,
+        "test-worker",
+        CPU_PROVIDER,
+    )
+
+
+def test_a_whole_job_finishes_done(context):
+    job, messages = queue_job(context, random_images(10), Operation.ENCODE, "multilayer")
+    for message in messages:
+        process_chunk(context, message)
+    record = context.store.get(job)
+    assert record.state is JobState.DONE and record.items_done == 10
+    assert len(context.store.output(job, 2)) == 2 * 64 * 4
+
+
+def test_a_redelivered_chunk_is_not_run_again(context):
+    job, messages = queue_job(context, random_images(8))
+    process_chunk(context, messages[0])
+    first = context.store.output(job, 0)
+    assert process_chunk(context, messages[0])["state"] == "duplicate"
+    record = context.store.get(job)
+    assert (record.done, record.items_done) == (1, 4)
+    assert context.store.output(job, 0) == first
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"shape": [4, 784]}, "takes shape (4, 28, 28)"),
+        ({"model": "conv"}, "job"),  # a model the job does not use
+        ({"count": 3, "shape": [3, 28, 28]}, "does not fit job"),
+        ({"version": 9}, "job"),
+        ({"op": "encode"}, "job"),
+    ],
+)
+def test_inconsistent_messages_fail_their_chunk(context, change, reason):
+    job, messages = queue_job(context, random_images(8))
+    summary = process_chunk(context, {**messages[0], **change})
+    assert summary["state"] in ("failed", "refused")
+    status = context.store.status(job, 0)
+    assert status.outcome is ChunkOutcome.FAILED and reason in status.reason
+    # The other chunk is unaffected and the job finishes (failed, with its reasons).
+    process_chunk(context, messages[1])
+    assert context.store.get(job).state is JobState.FAILED
+
+
+def test_wrong_byte_count_fails_the_chunk(context):
+    job, messages = queue_job(context, random_images(4))
+    context.store.client.set(context.store.input_key(job, 0), b"\0" * 100)
+    process_chunk(context, messages[0])
+    assert "holds 100 bytes" in context.store.status(job, 0).reason
+
+
+def test_unknown_model_fails_the_chunk(context):
+    job, messages = queue_job(context, random_images(4))
+    summary = process_chunk(context, {**messages[0], "model": "resnet"})
+    assert "unknown model 'resnet'" in summary["reason"]
+    assert "unknown model 'resnet'" in context.store.status(job, 0).reason
+
+
+def test_a_model_missing_from_the_repository_fails_the_chunk(context, tmp_path):
+    job, messages = queue_job(context, random_images(4))
+    context.repository = type(context.repository)(tmp_path / "empty")
+    process_chunk(context, messages[0])
+    assert "no models published" in context.store.status(job, 0).reason
+
+
+def test_a_chunk_of_a_cancelled_job_is_skipped(context):
+    job, messages = queue_job(context, random_images(8))
+    context.store.cancel(job)
+    assert process_chunk(context, messages[1])["state"] == "skipped"
+    assert context.store.status(job, 1).outcome is ChunkOutcome.SKIPPED
+    assert context.store.output(job, 1) is None
+
+
+def test_a_message_for_an_unknown_job_is_dropped(context):
+    _, messages = queue_job(context, random_images(4))
+    assert process_chunk(context, {**messages[0], "job": "00000000aaaa"})["state"] == "gone"
+
+
+def test_garbage_is_refused_without_touching_anything(context):
+    summary = process_chunk(context, {"hello": "world"})
+    assert summary["state"] == "refused" and "lacks" in summary["reason"]
+    assert context.store.client.keys("aeq:job:*") == []

@@ -1,0 +1,207 @@
+"""ONNX Runtime inference on a chunk: the one code path local mode, workers and benchmarks share.
+
+One ``InferenceSession`` per (model, version, graph) and process, created on first use, which in a
+worker is after the fork (ORT sessions, CUDA ones above all, do not survive a fork). Model bytes
+come from the repository only after their sha256 matched.
+
+ONNX Runtime falls back to the CPU silently when the CUDA provider cannot load, so every session's
+providers are read back with ``get_providers()``, logged once, and reported with every result.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from common.catalog import IMAGE_SIDE, Graph, Operation
+from common.errors import ProviderError
+from common.settings import Settings
+from export.repository import ModelVersion
+
+if TYPE_CHECKING:
+    import onnxruntime
+
+logger = logging.getLogger(__name__)
+
+CUDA_PROVIDER = "CUDAExecutionProvider"
+CPU_PROVIDER = "CPUExecutionProvider"
+_PIXEL_SCALE = np.float32(1.0 / 255.0)
+
+
+@dataclass(frozen=True)
+class ChunkResult:
+    """What inference made of one chunk.
+
+    Attributes:
+        array: uint8 images (n, 28, 28) or float32 codes (n, code_dim).
+        provider: the execution provider that ran the graph.
+        seconds: wall time of the conversion and the ``run`` call.
+    """
+
+    array: np.ndarray
+    provider: str
+    seconds: float
+
+
+@dataclass(frozen=True)
+class LoadedGraph:
+    """An ONNX Runtime session with what ``run_chunk`` needs to feed it."""
+
+    session: onnxruntime.InferenceSession
+    input_name: str
+    output_name: str
+    input_dims: tuple[int, ...]  # one item's shape, batch excluded
+    provider: str
+
+
+def cpu_cores() -> int:
+    """The cores this process may run on (respects CPU affinity and container cpusets)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def threads_per_process(settings: Settings, concurrency: int) -> int:
+    """ONNX Runtime intra-op threads so ``concurrency`` processes do not oversubscribe cores."""
+    if settings.threads_per_process:
+        return settings.threads_per_process
+    return max(1, cpu_cores() // max(1, concurrency))
+
+
+class Engine:
+    """This process's ONNX Runtime sessions, created lazily and kept for the process's life."""
+
+    def __init__(self, settings: Settings, concurrency: int = 1, require_gpu: bool = False) -> None:
+        self.providers = settings.providers
+        self.threads = threads_per_process(settings, concurrency)
+        self.require_gpu = require_gpu
+        self._sessions: dict[tuple[str, int, Graph], LoadedGraph] = {}
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+        self._announced = False
+
+    def graph(self, version: ModelVersion, graph: Graph) -> LoadedGraph:
+        """The session for one graph of one model version, created on first use."""
+        key = (version.model, version.version, graph)
+        if self._pid != os.getpid():  # inherited through a fork: never reuse the parent's
+            self._sessions.clear()
+            self._pid = os.getpid()
+        loaded = self._sessions.get(key)
+        if loaded is None:
+            with self._lock:
+                loaded = self._sessions.get(key) or self._load(version, graph)
+                self._sessions[key] = loaded
+        return loaded
+
+    def run(self, version: ModelVersion, op: Operation, items: np.ndarray) -> ChunkResult:
+        """Run ``op`` on a chunk of items (uint8 images or float32 codes)."""
+        loaded = self.graph(version, op.graph)
+        started = time.perf_counter()
+        feed = to_graph_input(op, items, loaded.input_dims)
+        (output,) = loaded.session.run([loaded.output_name], {loaded.input_name: feed})
+        array = from_graph_output(op, output, len(items))
+        return ChunkResult(array, loaded.provider, time.perf_counter() - started)
+
+    def _load(self, version: ModelVersion, graph: Graph) -> LoadedGraph:
+        import onnxruntime as ort
+
+        info = version.graph(graph)
+        model_bytes = version.read_verified(graph)
+        session = ort.InferenceSession(
+            model_bytes, self._session_options(), providers=self._requested(ort)
+        )
+        in_use = session.get_providers()
+        provider = in_use[0] if in_use else CPU_PROVIDER
+        self._announce(version, graph, in_use)
+        if self.require_gpu and provider != CUDA_PROVIDER:
+            raise ProviderError(
+                f"{version.label} {graph.value}: running on {provider}, not CUDA (--require-gpu)"
+            )
+        # Later sessions ask only for what loaded, so a missing CUDA library is reported once.
+        self.providers = tuple(in_use) or (CPU_PROVIDER,)
+        return LoadedGraph(
+            session, info.input.name, info.output.name, info.input.dims[1:], provider
+        )
+
+    def _requested(self, ort: Any) -> list[str]:
+        available = set(ort.get_available_providers())
+        requested = [name for name in self.providers if name in available]
+        return requested or [CPU_PROVIDER]
+
+    def _session_options(self) -> Any:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        return options
+
+    def _announce(self, version: ModelVersion, graph: Graph, in_use: list[str]) -> None:
+        level = logging.INFO
+        if CUDA_PROVIDER in self.providers and CUDA_PROVIDER not in in_use:
+            level = logging.WARNING
+        if not self._announced or level == logging.WARNING:
+            logger.log(
+                level,
+                "ONNX Runtime %s %s: providers in use %s (requested %s), %d intra-op threads",
+                version.label,
+                graph.value,
+                in_use,
+                list(self.providers),
+                self.threads,
+            )
+        self._announced = True
+
+
+def to_graph_input(op: Operation, items: np.ndarray, input_dims: tuple[int, ...]) -> np.ndarray:
+    """Turn a chunk into the graph's input: pixels to float32 in [0, 1], reshaped; codes as-is.
+
+    One pass over the data: the multiply writes the float32 result directly.
+    """
+    count = len(items)
+    shape = (count, *(d if d > 0 else -1 for d in input_dims))
+    if op is Operation.DECODE:
+        return np.ascontiguousarray(items, dtype=np.float32).reshape(shape)
+    return np.multiply(items.reshape(shape), _PIXEL_SCALE, dtype=np.float32)
+
+
+def from_graph_output(op: Operation, output: np.ndarray, count: int) -> np.ndarray:
+    """Turn the graph's output back into what the client stores.
+
+    Images become uint8 ``round(clip(x, 0, 1) * 255)`` of shape (n, 28, 28), computed in place on
+    ONNX Runtime's output buffer; codes stay float32, flattened to (n, code_dim).
+    """
+    if op is Operation.ENCODE:
+        return np.ascontiguousarray(output, dtype=np.float32).reshape(count, -1)
+    pixels = output.reshape(count, IMAGE_SIDE, IMAGE_SIDE)
+    np.clip(pixels, 0.0, 1.0, out=pixels)
+    pixels *= 255.0
+    np.rint(pixels, out=pixels)
+    return pixels.astype(np.uint8)
+
+
+_process_engine: Engine | None = None
+
+
+def process_engine(settings: Settings, concurrency: int = 1, require_gpu: bool = False) -> Engine:
+    """This process's engine, made on first call (in a worker: in the child, after the fork)."""
+    global _process_engine
+    if _process_engine is None or _process_engine._pid != os.getpid():
+        _process_engine = Engine(settings, concurrency, require_gpu)
+    return _process_engine
+
+
+def run_chunk(
+    settings: Settings, version: ModelVersion, op: Operation, items: np.ndarray
+) -> ChunkResult:
+    """Run ``op`` with ``version`` on a chunk, with this process's shared engine."""
+    return process_engine(settings).run(version, op, items)

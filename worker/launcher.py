@@ -1,0 +1,108 @@
+"""``aeq worker``: start the Celery worker with defaults that suit a CPU host and a GPU host.
+
+- Concurrency 1 runs Celery's solo pool: one process, the task runs in it, no IPC per chunk.
+  That is also the GPU layout: one worker per GPU (``CUDA_VISIBLE_DEVICES`` picks it).
+- Concurrency N > 1 runs the prefork pool with N children; ONNX Runtime's threads are split so
+  the N processes share the cores instead of oversubscribing them.
+- ``--require-gpu`` proves CUDA is the provider really in use (a real session, in a subprocess,
+  so nothing touches CUDA before the fork) and refuses to start otherwise.
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+from dataclasses import dataclass
+
+from common.errors import ProviderError, UsageError
+from common.settings import Settings
+from worker.inference import CUDA_PROVIDER, threads_per_process
+from worker.store import connect, redact
+
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+@dataclass(frozen=True)
+class LaunchOptions:
+    """``aeq worker`` options."""
+
+    concurrency: int = 1
+    threads: int | None = None
+    require_gpu: bool = False
+    loglevel: str = "info"
+    hostname: str | None = None
+
+
+def celery_argv(options: LaunchOptions) -> list[str]:
+    """The ``celery worker`` arguments for ``options``."""
+    pool = "solo" if options.concurrency == 1 else "prefork"
+    hostname = options.hostname or f"aeq@{socket.gethostname()}"
+    return [
+        "worker",
+        f"--pool={pool}",
+        f"--concurrency={options.concurrency}",
+        f"--loglevel={options.loglevel.upper()}",
+        f"--hostname={hostname}",
+        # No gossip/mingle/heartbeat chatter: workers here share nothing but the queue.
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+    ]
+
+
+def check_options(settings: Settings, options: LaunchOptions) -> None:
+    """Refuse options that cannot work, before anything starts."""
+    if not settings.broker_url:
+        raise UsageError(
+            "aeq worker needs a broker: set AEQ_BROKER_URL (e.g. redis://localhost:6379/0)"
+        )
+    if options.concurrency < 1:
+        raise UsageError(f"--concurrency must be at least 1, got {options.concurrency}")
+    if options.threads is not None and options.threads < 1:
+        raise UsageError(f"--threads must be at least 1, got {options.threads}")
+    if options.loglevel.lower() not in LOG_LEVELS:
+        raise UsageError(f"--loglevel must be one of {', '.join(LOG_LEVELS)}")
+
+
+def require_cuda(settings: Settings) -> None:
+    """Raise ``ProviderError`` unless a real session here runs on CUDA."""
+    from worker.provider_probe import probe
+
+    if CUDA_PROVIDER not in settings.providers:
+        raise ProviderError(
+            f"--require-gpu, but AEQ_PROVIDERS ({','.join(settings.providers)}) does not ask for "
+            "CUDA"
+        )
+    in_use = probe(settings.providers)
+    if not in_use or in_use[0] != CUDA_PROVIDER:
+        raise ProviderError(
+            f"--require-gpu: ONNX Runtime runs on {in_use[0] if in_use else 'nothing'} here, not "
+            "CUDA (no GPU visible, or the CUDA/cuDNN libraries onnxruntime-gpu needs cannot load)"
+        )
+
+
+def start(settings: Settings, options: LaunchOptions) -> None:
+    """Check everything that can be checked, then run the worker until it is stopped."""
+    check_options(settings, options)
+    connect(settings.broker_url or "")
+    if settings.results_url != settings.broker_url:
+        connect(settings.results_url or "")
+    settings = settings.with_overrides(
+        threads_per_process=options.threads, worker_concurrency=options.concurrency
+    )
+    if options.require_gpu:
+        require_cuda(settings)
+    from worker import app as app_module
+
+    app_module.configure(
+        settings, app_module.WorkerOptions(options.concurrency, options.require_gpu)
+    )
+    # Celery sets up logging only once it starts; this line goes out before, on stderr.
+    print(
+        f"aeq worker: broker {redact(settings.broker_url or '')}, {options.concurrency} "
+        f"process(es) x {threads_per_process(settings, options.concurrency)} ONNX Runtime "
+        f"thread(s), model repository {settings.model_repository}",
+        file=sys.stderr,
+        flush=True,
+    )
+    app_module.app.worker_main(celery_argv(options))

@@ -1,0 +1,153 @@
+"""What a worker does with one chunk message, as a plain function (the Celery task only calls it).
+
+Every message is checked before it is trusted; a bad one fails its chunk with a reason the user
+sees in ``aeq status``, and the worker goes on serving. Finishing is idempotent: a chunk that
+already has a status (a redelivery after a worker died, or a duplicate message) is left alone.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from common.errors import AeqError, PayloadError
+from common.settings import Settings
+from export.repository import ModelRepository, ModelVersion
+from worker.inference import Engine
+from worker.jobs import ChunkOutcome, ChunkStatus, JobSpec, JobStore
+from worker.protocol import ChunkMessage, decode_array, encode_array
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class WorkerContext:
+    """What processing a chunk needs, made once per worker process."""
+
+    settings: Settings
+    store: JobStore
+    repository: ModelRepository
+    engine: Engine
+    hostname: str
+
+
+def process_chunk(context: WorkerContext, data: Mapping[str, Any]) -> dict[str, Any]:
+    """Check, run and store one chunk; return a small summary (for logs; nobody waits on it).
+
+    Redis errors propagate (the task requeues the message); everything else about the chunk ends
+    as a chunk status.
+    """
+    try:
+        message = ChunkMessage.from_wire(data)
+    except PayloadError as error:
+        return _reject_unparsable(context, data, str(error))
+    view = context.store.worker_view(message.job)
+    if view is None:
+        logger.warning("job %s is gone (expired or collected); chunk %d dropped", *_ids(message))
+        return {"chunk": message.chunk, "state": "gone"}
+    spec, cancelled = view
+    if context.store.is_finished(message.job, message.chunk):
+        logger.info("job %s chunk %d already finished; duplicate delivery ignored", *_ids(message))
+        return {"chunk": message.chunk, "state": "duplicate"}
+    if cancelled:
+        return _finish(context, message, ChunkOutcome.SKIPPED, "job cancelled")
+    try:
+        return _run(context, message, spec)
+    except PayloadError as error:
+        return _finish(context, message, ChunkOutcome.FAILED, str(error))
+    except AeqError as error:
+        return _finish(context, message, ChunkOutcome.FAILED, str(error))
+    except Exception as error:  # noqa: BLE001 - the job must finish whatever ONNX Runtime raised
+        logger.exception("job %s chunk %d failed", *_ids(message))
+        return _finish(context, message, ChunkOutcome.FAILED, f"{type(error).__name__}: {error}")
+
+
+def _run(context: WorkerContext, message: ChunkMessage, spec: JobSpec) -> dict[str, Any]:
+    version = _check_against_job(context, message, spec)
+    items = decode_array(message, context.store.input(message.job, message.chunk))
+    context.store.mark_started(message.job)
+    result = context.engine.run(version, message.op, items)
+    status = ChunkStatus(
+        chunk=message.chunk,
+        outcome=ChunkOutcome.DONE,
+        items=message.count,
+        provider=result.provider,
+        worker=context.hostname,
+        seconds=round(result.seconds, 6),
+    )
+    stored = context.store.complete(message.job, status, encode_array(result.array))
+    return {
+        "chunk": message.chunk,
+        "state": "done" if stored else "duplicate",
+        "provider": result.provider,
+        "seconds": status.seconds,
+    }
+
+
+def _check_against_job(
+    context: WorkerContext, message: ChunkMessage, spec: JobSpec
+) -> ModelVersion:
+    """The message must describe a chunk of the job it names, with a model that exists."""
+    if (message.op, message.model, message.version) != (spec.op, spec.model, spec.version):
+        raise PayloadError(
+            f"message says {message.op.value} with {message.model}@{message.version}, "
+            f"job {message.job} is {spec.op.value} with {spec.model}@{spec.version}"
+        )
+    if message.chunk >= spec.chunks or message.count != spec.chunk_count(message.chunk):
+        raise PayloadError(
+            f"chunk {message.chunk} with {message.count} items does not fit job {message.job} "
+            f"({spec.total} items in chunks of {spec.chunk_size})"
+        )
+    version = context.repository.get(message.model, message.version)
+    message.check_layout(version.code_dim)
+    return version
+
+
+def _finish(
+    context: WorkerContext, message: ChunkMessage, outcome: ChunkOutcome, reason: str
+) -> dict[str, Any]:
+    if outcome is ChunkOutcome.FAILED:
+        logger.warning("job %s chunk %d failed: %s", message.job, message.chunk, reason)
+    status = ChunkStatus(
+        chunk=message.chunk,
+        outcome=outcome,
+        items=message.count,
+        reason=reason,
+        worker=context.hostname,
+    )
+    context.store.complete(message.job, status)
+    return {"chunk": message.chunk, "state": outcome.value, "reason": reason}
+
+
+def _reject_unparsable(
+    context: WorkerContext, data: Mapping[str, Any], reason: str
+) -> dict[str, Any]:
+    """A message too broken to trust: fail its chunk if it names a real job and chunk."""
+    job, chunk = data.get("job"), data.get("chunk")
+    logger.warning("refused chunk message %r: %s", _abbreviate(data), reason)
+    if isinstance(job, str) and isinstance(chunk, int) and not isinstance(chunk, bool):
+        try:
+            view = context.store.worker_view(job)
+        except Exception:  # noqa: BLE001 - a malformed job id may not even form a valid key
+            view = None
+        if view is not None and 0 <= chunk < view[0].chunks:
+            status = ChunkStatus(
+                chunk=chunk,
+                outcome=ChunkOutcome.FAILED,
+                items=view[0].chunk_count(chunk),
+                reason=f"bad message: {reason}",
+                worker=context.hostname,
+            )
+            context.store.complete(job, status)
+    return {"state": "refused", "reason": reason}
+
+
+def _ids(message: ChunkMessage) -> tuple[str, int]:
+    return message.job, message.chunk
+
+
+def _abbreviate(data: Mapping[str, Any]) -> str:
+    text = repr(dict(data))
+    return text if len(text) < 300 else text[:297] + "..."
