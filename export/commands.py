@@ -1,7 +1,185 @@
-"""Commands of this stage (being written)."""
+"""``aeq export`` and ``aeq models``.
+
+``aeq export`` imports TensorFlow and tf2onnx inside the command; ``aeq models`` reads only the
+repository's ``config.json`` files, so it stays TensorFlow-free like the worker.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.console import Console
+from rich.table import Table
+
+from common.catalog import MODELS
+from common.errors import AeqError, ModelError, ModelNotFoundError
+from common.settings import Settings, load_settings
+from export.repository import ModelRepository
+from export.summary import ModelSummary, summarize
+from export.trained import find_trained, refuse_collapsed, trained_models
+from export.validate import load_parity_images
+
+if TYPE_CHECKING:
+    from export.exporter import ExportResult
+
+ALL_MODELS = "all"
+_BYTES_PER_KB = 1024
+
+_stdout = Console(highlight=False, soft_wrap=True)
+_stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+
+FromOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--from", help="Folder 'aeq train' wrote (default: AEQ_TRAINING_DIR or ./trained)."
+    ),
+]
+RepositoryOption = Annotated[
+    Path | None,
+    typer.Option(help="Model repository (default: AEQ_MODEL_REPOSITORY or ./model_repository)."),
+]
+DataOption = Annotated[
+    Path | None,
+    typer.Option(
+        help="MNIST IDX folder or mnist.npz for the parity images (default: AEQ_DATA_DIR)."
+    ),
+]
 
 
 def register(app: typer.Typer) -> None:
-    """Add this stage's commands to the aeq app."""
+    """Add ``export`` and ``models`` to the aeq app."""
+    app.command("export")(export_command)
+    app.command("models")(models_command)
+
+
+def export_command(
+    model: Annotated[str, typer.Argument(help=f"One of {', '.join(MODELS)}, or 'all'.")],
+    from_dir: FromOption = None,
+    repository: RepositoryOption = None,
+    data: DataOption = None,
+) -> None:
+    """Convert trained models to ONNX, check parity with Keras, publish the next version."""
+    settings = load_settings().with_overrides(training_dir=from_dir, model_repository=repository)
+    names = _models_to_export(model, settings.training_dir)
+    # Missing and collapsed models are refused before TensorFlow and the data are loaded.
+    failures = _refused(names, settings.training_dir, raise_first=model != ALL_MODELS)
+    ready = [name for name in names if name not in failures]
+    if ready:
+        failures += _export_each(ready, settings, data, raise_first=model != ALL_MODELS)
+    if failures:
+        raise ModelError(f"export failed for {', '.join(failures)} (see above)")
+
+
+def _models_to_export(model: str, training_dir: Path) -> list[str]:
+    if model != ALL_MODELS:
+        if model not in MODELS:
+            raise ModelNotFoundError(
+                f"unknown model {model!r}; choose one of: {', '.join(MODELS)}, or 'all'"
+            )
+        return [model]
+    names = trained_models(training_dir)
+    if not names:
+        raise ModelNotFoundError(
+            f"no trained models in {training_dir}; run 'aeq train all' or pass --from"
+        )
+    missing = [name for name in MODELS if name not in names]
+    if missing:
+        _stderr.print(f"[yellow]not trained, skipped:[/] {', '.join(missing)} (in {training_dir})")
+    return names
+
+
+def _refused(names: list[str], training_dir: Path, raise_first: bool) -> list[str]:
+    """Names whose trained model is unusable or collapsed (each reported on stderr)."""
+    refused = []
+    for name in names:
+        try:
+            refuse_collapsed(find_trained(training_dir, name))
+        except AeqError as error:
+            if raise_first:
+                raise
+            _stderr.print(f"[bold red]{name} refused:[/] {error}")
+            refused.append(name)
+    return refused
+
+
+def _export_each(
+    names: list[str], settings: Settings, data: Path | None, raise_first: bool
+) -> list[str]:
+    """Export each model in turn; return the names that failed (each reported on stderr)."""
+    images, source = load_parity_images(data, settings)
+    _quiet_tensorflow()
+    from export import exporter
+
+    target = ModelRepository(settings.model_repository)
+    failed = []
+    for name in names:
+        try:
+            with _stderr.status(f"exporting {name}…"):
+                result = exporter.export_model(name, settings.training_dir, target, images, source)
+        except AeqError as error:
+            if raise_first:
+                raise
+            _stderr.print(f"[bold red]{name} failed:[/] {error}")
+            failed.append(name)
+            continue
+        _print_export(result)
+    return failed
+
+
+def _quiet_tensorflow() -> None:
+    # TensorFlow's C++ logging prints a screenful of device lines on import unless told not to;
+    # this must be set before the first import of tensorflow. 2 hides INFO and WARNING lines.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _print_export(result: ExportResult) -> None:
+    version = result.version
+    diffs = ", ".join(f"{graph} {item.max_abs_diff:.2g}" for graph, item in result.parity.items())
+    sizes = ", ".join(f"{file} {_kb(size)}" for file, size in result.sizes.items())
+    _stdout.print(f"[bold green]{version.label}[/] published to {version.path}")
+    _stdout.print(f"  parity max |diff|: {diffs}")
+    _stdout.print(f"  files: {sizes}")
+
+
+def models_command(
+    repository: RepositoryOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+) -> None:
+    """List the published models: versions, latest, code size, test MSE, parity error, size."""
+    settings: Settings = load_settings().with_overrides(model_repository=repository)
+    summaries = summarize(ModelRepository(settings.model_repository))
+    if as_json:
+        print(json.dumps([summary.to_json() for summary in summaries], indent=2))
+        return
+    if not summaries:
+        _stdout.print(
+            f"no models published in {settings.model_repository} yet; "
+            "run 'aeq train all' and 'aeq export all'"
+        )
+        return
+    _stdout.print(_models_table(summaries))
+
+
+def _models_table(summaries: list[ModelSummary]) -> Table:
+    table = Table(title="published models")
+    for column in ("model", "versions", "latest", "code dim", "test MSE", "parity error", "size"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for item in summaries:
+        table.add_row(
+            item.model,
+            ", ".join(str(version) for version in item.versions),
+            str(item.latest),
+            str(item.code_dim),
+            "-" if item.test_mse is None else f"{item.test_mse:.4f}",
+            "-" if item.parity_max_abs_diff is None else f"{item.parity_max_abs_diff:.2g}",
+            _kb(item.size_bytes),
+        )
+    return table
+
+
+def _kb(size: int) -> str:
+    return f"{size / _BYTES_PER_KB:.1f} KB"

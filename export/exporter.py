@@ -10,7 +10,6 @@ Imports TensorFlow (through ``export.convert``); the CLI imports this module ins
 
 from __future__ import annotations
 
-import json
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -20,33 +19,17 @@ from typing import Any
 import keras
 import numpy as np
 
-from common.catalog import PARITY_ATOL, PIXELS_PER_IMAGE, Graph, ModelSpec, model_spec
-from common.errors import CollapsedModelError, InputError, ModelNotFoundError
+from common.catalog import PARITY_ATOL, PIXELS_PER_IMAGE, Graph, ModelSpec
+from common.errors import InputError
 from common.noise import add_noise
 from export.convert import ONNX_OPSET, ConvertedGraph, convert_model, library_versions, serialized
 from export.repository import ModelRepository, ModelVersion
+from export.trained import TrainedModel, find_trained, refuse_collapsed
 from export.validate import GraphParity, check_parity, run_keras
 
-MODEL_FILE = "model.keras"
-RECORD_FILE = "record.json"
-# Held-out test images the parity gate runs every graph on.
-PARITY_IMAGE_COUNT = 256
-# Models trained on noisy input are checked on noisy images too (the half after this many clean
-# ones), drawn from a fixed seed so a re-export checks the same inputs.
+# Models trained on noisy input are checked on noisy images too: the second half of the parity
+# images gets noise from this fixed seed, so a re-export checks the same inputs.
 PARITY_NOISE_SEED = 0
-
-
-@dataclass(frozen=True)
-class TrainedModel:
-    """A model as ``aeq train`` left it: the Keras file and its training record."""
-
-    spec: ModelSpec
-    folder: Path
-    record: Mapping[str, Any]
-
-    @property
-    def model_file(self) -> Path:
-        return self.folder / MODEL_FILE
 
 
 @dataclass(frozen=True)
@@ -61,50 +44,6 @@ class ExportResult:
     def max_parity_error(self) -> float:
         """Largest max |diff| over the three graphs."""
         return max(result.max_abs_diff for result in self.parity.values())
-
-
-def trained_models(training_dir: Path) -> list[str]:
-    """Catalogued models that have a ``model.keras`` under ``training_dir``, in catalogue order."""
-    from common.catalog import MODELS
-
-    return [name for name in MODELS if (Path(training_dir) / name / MODEL_FILE).is_file()]
-
-
-def find_trained(training_dir: Path, name: str) -> TrainedModel:
-    """Locate a trained model and read its record.
-
-    Raises:
-        ModelNotFoundError: unknown model name, or no ``model.keras`` for it.
-        InputError: the record is missing, unreadable or lacks the ``collapsed`` verdict.
-    """
-    spec = model_spec(name)
-    folder = Path(training_dir) / name
-    if not (folder / MODEL_FILE).is_file():
-        raise ModelNotFoundError(
-            f"no trained {name} model at {folder / MODEL_FILE}; run 'aeq train {name}' "
-            "or point --from / AEQ_TRAINING_DIR at the folder it wrote"
-        )
-    try:
-        record = json.loads((folder / RECORD_FILE).read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise InputError(
-            f"cannot read the training record {folder / RECORD_FILE}: {error}"
-        ) from None
-    if not isinstance(record, dict) or not isinstance(record.get("collapsed"), bool):
-        raise InputError(
-            f"{folder / RECORD_FILE} has no 'collapsed' verdict; cannot tell whether {name} trained"
-        )
-    return TrainedModel(spec, folder, record)
-
-
-def refuse_collapsed(trained: TrainedModel) -> None:
-    """Raise ``CollapsedModelError`` if training reported the model as collapsed."""
-    if trained.record["collapsed"]:
-        mse = trained.record.get("test_mse")
-        raise CollapsedModelError(
-            f"{trained.spec.name} collapsed in training (test MSE {mse}, no better than the mean "
-            "image); retrain it before exporting, nothing published"
-        )
 
 
 def load_keras(trained: TrainedModel) -> keras.Model:
@@ -246,20 +185,3 @@ def _publish(
             files[graph_file(graph)] = path = Path(folder) / graph_file(graph)
             path.write_bytes(data)
         return repository.publish(name, files, config)
-
-
-def load_parity_images(
-    data: Path | None = None, settings: Any = None, count: int = PARITY_IMAGE_COUNT
-) -> tuple[np.ndarray, str]:
-    """The first ``count`` MNIST test images as float32 in [0, 1], and where they came from.
-
-    Looks for MNIST where ``aeq train`` does (``--data``, ``AEQ_DATA_DIR``, the keras cache).
-
-    Raises:
-        DataUnavailableError: no MNIST source is reachable.
-    """
-    from training.data import load_mnist
-
-    mnist = load_mnist(data=data, settings=settings)
-    images = mnist.test_images[:count].astype(np.float32) / 255.0
-    return images, f"{mnist.source} (first {len(images)} test images)"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,7 +21,9 @@ from common.errors import ParityError
 
 logger = logging.getLogger(__name__)
 
-# Keras runs the parity images in batches of this many; 256 images fit in one.
+# Held-out MNIST test images the parity gate runs every graph on.
+PARITY_IMAGE_COUNT = 256
+# Keras runs the parity images in batches of this many (256 images: one batch).
 KERAS_BATCH_SIZE = 256
 
 
@@ -65,7 +68,12 @@ def run_onnx(onnx_bytes: bytes, inputs: np.ndarray) -> np.ndarray:
 
 def run_keras(model: Any, inputs: np.ndarray) -> np.ndarray:
     """Run a Keras model in inference mode and return its output as a numpy array."""
-    return np.asarray(model.predict(inputs, batch_size=KERAS_BATCH_SIZE, verbose=0))
+    # Calling the model directly (not ``predict``) avoids retracing a tf.function per model.
+    batches = [
+        np.asarray(model(inputs[start : start + KERAS_BATCH_SIZE], training=False))
+        for start in range(0, len(inputs), KERAS_BATCH_SIZE)
+    ]
+    return np.concatenate(batches)
 
 
 def compare_graph(
@@ -126,3 +134,20 @@ def check_parity(
             f"held-out images: {'; '.join(failures)}; nothing published"
         )
     return results
+
+
+def load_parity_images(
+    data: Path | None = None, settings: Any = None, count: int = PARITY_IMAGE_COUNT
+) -> tuple[np.ndarray, str]:
+    """The first ``count`` MNIST test images as float32 in [0, 1], and where they came from.
+
+    Looks for MNIST where ``aeq train`` does (``--data``, ``AEQ_DATA_DIR``, the keras cache).
+
+    Raises:
+        DataUnavailableError: no MNIST source is reachable.
+    """
+    from training.data import load_mnist
+
+    mnist = load_mnist(data=data, settings=settings)
+    images = mnist.test_images[:count].astype(np.float32) / 255.0
+    return images, f"{mnist.source} (first {len(images)} test images)"

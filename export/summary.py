@@ -1,0 +1,68 @@
+"""One line per published model, for ``aeq models``: TensorFlow-free, reads ``config.json`` only."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from export.repository import ModelRepository, ModelVersion
+
+
+@dataclass(frozen=True)
+class ModelSummary:
+    """What ``aeq models`` shows about one model (figures are the latest version's).
+
+    Attributes:
+        model: the model's name.
+        versions: every published version, ascending.
+        latest: the highest version.
+        code_dim: length of the flat code vector.
+        test_mse: test MSE from the training record (``None`` if not recorded).
+        parity_max_abs_diff: largest parity difference over the three graphs.
+        size_bytes: total size of the latest version's files.
+        opset: ONNX opset of the graphs.
+        published_at: when the latest version was published (ISO 8601, UTC).
+        path: the latest version's folder.
+    """
+
+    model: str
+    versions: list[int]
+    latest: int
+    code_dim: int
+    test_mse: float | None
+    parity_max_abs_diff: float | None
+    size_bytes: int
+    opset: int | None
+    published_at: str | None
+    path: str
+
+    def to_json(self) -> dict[str, Any]:
+        """A plain dict for ``aeq models --json``."""
+        return asdict(self)
+
+
+def summarize(repository: ModelRepository) -> list[ModelSummary]:
+    """Summaries of every published model, sorted by name (empty for an empty repository)."""
+    return [_summary(repository, repository.get(model)) for model in repository.models()]
+
+
+def _summary(repository: ModelRepository, latest: ModelVersion) -> ModelSummary:
+    config = latest.config
+    test_mse = config.get("training", {}).get("test_mse")
+    diffs = [
+        float(entry["parity_max_abs_diff"])
+        for entry in config["graphs"].values()
+        if entry.get("parity_max_abs_diff") is not None
+    ]
+    return ModelSummary(
+        model=latest.model,
+        versions=repository.versions(latest.model),
+        latest=latest.version,
+        code_dim=latest.code_dim,
+        test_mse=None if test_mse is None else float(test_mse),
+        parity_max_abs_diff=max(diffs) if diffs else None,
+        size_bytes=sum(entry.stat().st_size for entry in latest.path.iterdir() if entry.is_file()),
+        opset=config.get("opset"),
+        published_at=config.get("published_at"),
+        path=str(latest.path),
+    )

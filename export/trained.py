@@ -1,0 +1,77 @@
+"""A trained model as ``aeq train`` leaves it, found and vetted without importing TensorFlow.
+
+    <training_dir>/<model>/model.keras    the Keras model
+                           record.json    the training record (``training.record.TrainingRecord``)
+
+The export command uses this to refuse a missing or collapsed model before it loads TensorFlow.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from common.catalog import MODELS, ModelSpec, model_spec
+from common.errors import CollapsedModelError, InputError, ModelNotFoundError
+
+MODEL_FILE = "model.keras"
+RECORD_FILE = "record.json"
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    """A model as ``aeq train`` left it: the Keras file and its training record."""
+
+    spec: ModelSpec
+    folder: Path
+    record: Mapping[str, Any]
+
+    @property
+    def model_file(self) -> Path:
+        """The saved Keras model."""
+        return self.folder / MODEL_FILE
+
+
+def trained_models(training_dir: Path) -> list[str]:
+    """Catalogued models that have a ``model.keras`` under ``training_dir``, in catalogue order."""
+    return [name for name in MODELS if (Path(training_dir) / name / MODEL_FILE).is_file()]
+
+
+def find_trained(training_dir: Path, name: str) -> TrainedModel:
+    """Locate a trained model and read its record.
+
+    Raises:
+        ModelNotFoundError: unknown model name, or no ``model.keras`` for it.
+        InputError: the record is missing, unreadable or lacks the ``collapsed`` verdict.
+    """
+    spec = model_spec(name)
+    folder = Path(training_dir) / name
+    if not (folder / MODEL_FILE).is_file():
+        raise ModelNotFoundError(
+            f"no trained {name} model at {folder / MODEL_FILE}; run 'aeq train {name}' "
+            "or point --from / AEQ_TRAINING_DIR at the folder it wrote"
+        )
+    try:
+        record = json.loads((folder / RECORD_FILE).read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise InputError(
+            f"cannot read the training record {folder / RECORD_FILE}: {error}"
+        ) from None
+    if not isinstance(record, dict) or not isinstance(record.get("collapsed"), bool):
+        raise InputError(
+            f"{folder / RECORD_FILE} has no 'collapsed' verdict; cannot tell whether {name} trained"
+        )
+    return TrainedModel(spec, folder, record)
+
+
+def refuse_collapsed(trained: TrainedModel) -> None:
+    """Raise ``CollapsedModelError`` if training reported the model as collapsed."""
+    if trained.record["collapsed"]:
+        mse = trained.record.get("test_mse")
+        raise CollapsedModelError(
+            f"{trained.spec.name} collapsed in training (test MSE {mse}, no better than the mean "
+            "image); retrain it before exporting, nothing published"
+        )

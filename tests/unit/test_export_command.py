@@ -1,0 +1,93 @@
+"""``aeq export`` as a user runs it: a real ``aeq`` process, exit codes and one-line errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from export_support import FIT_IMAGES, generated_images, write_record, write_trained
+
+from export.repository import ModelRepository
+
+TIMEOUT_S = 300
+
+
+def run_aeq(*args: str) -> subprocess.CompletedProcess:
+    """Run ``aeq`` in a fresh interpreter with no AEQ_* settings from the caller's environment."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("AEQ_")}
+    return subprocess.run(
+        [sys.executable, "-m", "cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=TIMEOUT_S,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def workplace(tmp_path_factory):
+    """A training folder (vanilla fitted, sparse collapsed) and a small keras-style mnist.npz."""
+    root = tmp_path_factory.mktemp("export-command")
+    images = generated_images(FIT_IMAGES + 64, seed=3)
+    write_trained(root / "trained", "vanilla", images[:FIT_IMAGES])
+    (root / "trained" / "sparse").mkdir()
+    model = (root / "trained" / "vanilla" / "model.keras").read_bytes()
+    (root / "trained" / "sparse" / "model.keras").write_bytes(model)
+    write_record(root / "trained" / "sparse", "sparse", collapsed=True, test_mse=0.1125)
+    pixels = (images * 255).astype(np.uint8)
+    labels = np.zeros(len(pixels), np.uint8)
+    np.savez(root / "mnist.npz", x_train=pixels, y_train=labels, x_test=pixels, y_test=labels)
+    return root
+
+
+def test_export_all_publishes_the_good_ones_and_names_the_refused(workplace, tmp_path):
+    repository = tmp_path / "repository"
+    result = run_aeq(
+        "export", "all", "--from", str(workplace / "trained"),
+        "--repository", str(repository), "--data", str(workplace / "mnist.npz"),
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert f"vanilla@1 published to {repository / 'vanilla' / '1'}" in result.stdout
+    assert "parity max |diff|: autoencoder" in result.stdout
+    assert "not trained, skipped: multilayer, conv, denoising" in result.stderr
+    assert "sparse refused: sparse collapsed in training (test MSE 0.1125" in result.stderr
+    assert "error: export failed for sparse" in result.stderr
+    assert "Traceback" not in result.stderr
+    published = ModelRepository(repository)
+    assert published.models() == ["vanilla"]
+    assert "mnist.npz" in published.get("vanilla").config["parity"]["data_source"]
+
+
+def test_a_collapsed_model_fails_with_one_line_and_publishes_nothing(workplace, tmp_path):
+    result = run_aeq(
+        "export", "sparse", "--from", str(workplace / "trained"),
+        "--repository", str(tmp_path), "--data", str(workplace / "mnist.npz"),
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("error: sparse collapsed in training")
+    assert ModelRepository(tmp_path).models() == []
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("export", "resnet"), "error: unknown model 'resnet'; choose one of: vanilla"),
+        (("export", "conv"), "error: no trained conv model at"),
+        (("export", "all"), "error: no trained models in"),
+        (
+            ("export", "vanilla", "--data", "/nonexistent/mnist"),
+            "/nonexistent/mnist does not exist",
+        ),
+    ],
+)
+def test_bad_requests_exit_2_with_one_line(workplace, tmp_path, args, message):
+    trained = workplace / "trained" if "vanilla" in args else tmp_path
+    result = run_aeq(*args, "--from", str(trained), "--repository", str(tmp_path / "repo"))
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "repo").exists()
