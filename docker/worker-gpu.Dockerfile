@@ -33,6 +33,7 @@ COPY . /src
 RUN pip wheel --no-deps --no-build-isolation --wheel-dir /wheels /src
 
 FROM deps AS worker
+COPY --chmod=0755 docker/gpu-workers.sh /usr/local/bin/aeq-gpu-workers
 RUN --mount=type=bind,from=wheel,source=/wheels,target=/wheels \
     pip install --no-deps /wheels/*.whl \
     && python -c "import worker.app, cli" \
@@ -41,7 +42,9 @@ WORKDIR /home/aeq
 USER 10001:10001
 ENV AEQ_MODEL_REPOSITORY=/models \
     AEQ_PROVIDERS=cuda,cpu
-HEALTHCHECK --interval=30s --timeout=20s --start-period=60s --retries=3 \
-    CMD ["sh", "-c", "celery -A worker.app inspect ping --destination \"aeq@$HOSTNAME\" --timeout 10 >/dev/null"]
-# --require-gpu: a host whose CUDA cannot load makes the worker exit instead of serving on the CPU.
-CMD ["aeq", "worker", "--require-gpu", "--hostname", "aeq@%h", "--loglevel", "info"]
+# Healthy when the worker of every GPU answers a Celery ping.
+HEALTHCHECK --interval=30s --timeout=60s --start-period=60s --retries=3 \
+    CMD ["aeq-gpu-workers", "healthcheck"]
+# One `aeq worker` per visible GPU. --require-gpu: a host whose CUDA cannot load makes the workers
+# exit instead of serving on the CPU.
+CMD ["aeq-gpu-workers", "--require-gpu", "--loglevel", "info"]

@@ -139,13 +139,13 @@ def test_workers_wait_for_redis_and_mount_models_read_only(
     assert worker["environment"]["AEQ_MODEL_REPOSITORY"] == MODELS_TARGET
     assert worker["restart"] in RESTART_POLICIES
     assert "container_name" not in worker, "a fixed name breaks --scale"
-    assert _command(worker)[:2] == ["aeq", "worker"]
 
 
-@pytest.mark.parametrize("name", WORKERS)
-def test_worker_healthcheck_pings_its_own_node_name(services: dict[str, Any], name: str) -> None:
-    worker = services[name]
-    node = _option(_command(worker), "--hostname")
+def test_cpu_worker_healthcheck_pings_its_own_node_name(services: dict[str, Any]) -> None:
+    worker = services["worker"]
+    command = _command(worker)
+    assert command[:2] == ["aeq", "worker"]
+    node = _option(command, "--hostname")
     test = worker["healthcheck"]["test"]
     assert test[0] == "CMD-SHELL"
     assert "celery -A worker.app inspect ping" in test[1]
@@ -162,13 +162,16 @@ def test_cpu_worker_takes_concurrency_and_threads_from_env(services: dict[str, A
 
 def test_gpu_worker_reserves_gpus_and_runs_one_process_per_gpu(services: dict[str, Any]) -> None:
     gpu = services["worker-gpu"]
-    assert "--require-gpu" in _command(gpu)
+    # docker/gpu-workers.sh starts one `aeq worker --concurrency 1` per visible GPU
+    # (tests/unit/test_dockerfiles.py runs it) and passes these arguments to each.
+    assert _command(gpu)[:2] == ["aeq-gpu-workers", "--require-gpu"]
+    assert gpu["healthcheck"]["test"] == ["CMD", "aeq-gpu-workers", "healthcheck"]
     assert gpu["build"]["dockerfile"] == "docker/worker-gpu.Dockerfile"
     devices = gpu["deploy"]["resources"]["reservations"]["devices"]
     assert len(devices) == 1
     assert devices[0]["driver"] == "nvidia" and devices[0]["capabilities"] == ["gpu"]
-    # One process per GPU: the concurrency is the very variable that sizes the reservation.
-    assert gpu["environment"]["AEQ_WORKER_CONCURRENCY"] == devices[0]["count"]
+    assert devices[0]["count"] == "${AEQ_GPU_COUNT:-all}"
+    assert "AEQ_WORKER_CONCURRENCY" not in gpu["environment"], "one process per GPU, always"
     assert gpu["environment"]["AEQ_PROVIDERS"].startswith("cuda")
 
 
@@ -334,7 +337,7 @@ def test_compose_resolves_every_profile() -> None:
     assert [v["read_only"] for v in resolved["worker"]["volumes"]] == [True]
     assert [p["host_ip"] for p in resolved["flower"]["ports"]] == ["127.0.0.1"]
     devices = resolved["worker-gpu"]["deploy"]["resources"]["reservations"]["devices"]
-    assert devices[0]["count"] == 1 and devices[0]["driver"] == "nvidia"
+    assert devices[0]["count"] == -1 and devices[0]["driver"] == "nvidia", "-1: all GPUs"
 
 
 def test_default_profile_is_redis_and_the_cpu_worker() -> None:

@@ -11,8 +11,10 @@ import importlib.util
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 import tomllib
 import zipfile
 from pathlib import Path
@@ -154,24 +156,104 @@ def test_cpu_images_leave_out_the_cuda_builds() -> None:
     assert '! python -c "import tensorflow"' in worker, "the build proves TensorFlow is absent"
 
 
-@pytest.mark.parametrize("dockerfile", ["worker.Dockerfile", "worker-gpu.Dockerfile"])
-def test_worker_healthcheck_pings_the_node_name_of_the_cmd(dockerfile: str) -> None:
-    text = (DOCKER / dockerfile).read_text()
+def test_worker_healthcheck_pings_the_node_name_of_the_cmd() -> None:
+    text = (DOCKER / "worker.Dockerfile").read_text()
     cmd = re.search(r'^CMD \["aeq", "worker".*"--hostname", "([^"]+)"', text, re.MULTILINE)
     assert cmd, "the image's default command starts a worker with a node name"
     node = cmd[1].replace("%h", "$HOSTNAME")
     assert f'inspect ping --destination \\"{node}\\"' in text
 
 
-def test_train_script_is_installed_and_valid_shell() -> None:
-    script = DOCKER / "train-all.sh"
-    assert script.stat().st_mode & 0o111, "executable"
-    assert script.read_text().startswith("#!/bin/sh\n")
-    assert "set -eu" in script.read_text()
-    result = subprocess.run(["sh", "-n", script], capture_output=True, text=True, timeout=10)
+@pytest.mark.parametrize(
+    ("script", "shell", "dockerfile", "command"),
+    [
+        ("train-all.sh", "sh", "train.Dockerfile", "aeq-train-all"),
+        ("gpu-workers.sh", "bash", "worker-gpu.Dockerfile", "aeq-gpu-workers"),
+    ],
+)
+def test_scripts_are_installed_and_valid_shell(
+    script: str, shell: str, dockerfile: str, command: str
+) -> None:
+    path = DOCKER / script
+    assert path.stat().st_mode & 0o111, "executable"
+    assert path.read_text().splitlines()[0].endswith(shell)
+    assert "set -eu" in path.read_text()
+    result = subprocess.run([shell, "-n", path], capture_output=True, text=True, timeout=10)
     assert result.returncode == 0, result.stderr
-    dockerfile = (DOCKER / "train.Dockerfile").read_text()
-    assert "COPY --chmod=0755 docker/train-all.sh /usr/local/bin/aeq-train-all" in dockerfile
+    installed = f"COPY --chmod=0755 docker/{script} /usr/local/bin/{command}"
+    assert installed in (DOCKER / dockerfile).read_text()
+
+
+# --- one worker per GPU ------------------------------------------------------------------------
+
+FAKE_NVIDIA_SMI = """#!/bin/sh
+printf '0, GPU-aaaa\\n1, GPU-bbbb\\n'
+"""
+# A stand-in for `aeq worker`: records its arguments and device, then runs until TERM, except the
+# worker of GPU-bbbb, which fails after a moment when FAIL_SECOND is set.
+FAKE_AEQ = """#!/bin/sh
+echo "$CUDA_VISIBLE_DEVICES $*" >> "$LOG"
+trap 'echo "stopped $CUDA_VISIBLE_DEVICES" >> "$LOG"; exit 0' TERM
+if [ -n "${FAIL_SECOND:-}" ] && [ "$CUDA_VISIBLE_DEVICES" = GPU-bbbb ]; then sleep 0.5; exit 3; fi
+while :; do sleep 0.05; done
+"""
+
+
+def _fake_gpu_host(tmp_path: Path, gpus: bool = True) -> dict[str, str]:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fakes = {"aeq": FAKE_AEQ, "nvidia-smi": FAKE_NVIDIA_SMI if gpus else None}
+    for name, text in fakes.items():
+        if text:
+            (bin_dir / name).write_text(text)
+            (bin_dir / name).chmod(0o755)
+    return {"PATH": f"{bin_dir}:{os.environ['PATH']}", "LOG": str(tmp_path / "log")}
+
+
+def test_gpu_workers_start_one_worker_per_gpu_and_stop_together(tmp_path: Path) -> None:
+    environment = {**_fake_gpu_host(tmp_path), "FAIL_SECOND": "1"}
+    result = subprocess.run(
+        [DOCKER / "gpu-workers.sh", "--require-gpu", "--loglevel", "info"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=environment,
+    )
+    assert result.returncode == 3, "the failed worker's status"
+    log = sorted((tmp_path / "log").read_text().splitlines())
+    assert log == [
+        "GPU-aaaa worker --concurrency 1 --hostname aeq-gpu0@%h --require-gpu --loglevel info",
+        "GPU-bbbb worker --concurrency 1 --hostname aeq-gpu1@%h --require-gpu --loglevel info",
+        "stopped GPU-aaaa",
+    ]
+
+
+def test_gpu_workers_forward_a_stop_to_every_worker(tmp_path: Path) -> None:
+    process = subprocess.Popen(
+        [DOCKER / "gpu-workers.sh"], env=_fake_gpu_host(tmp_path), stderr=subprocess.PIPE
+    )
+    log = tmp_path / "log"
+    deadline = time.monotonic() + 10
+    while (
+        not log.exists() or len(log.read_text().splitlines()) < 2
+    ) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=10) != 0
+    assert {"stopped GPU-aaaa", "stopped GPU-bbbb"} <= set(log.read_text().splitlines())
+
+
+def test_gpu_workers_refuse_a_host_without_gpus(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [DOCKER / "gpu-workers.sh", "--require-gpu"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=_fake_gpu_host(tmp_path, gpus=False),
+    )
+    assert result.returncode == 1
+    assert "no GPU visible" in result.stderr
+    assert not (tmp_path / "log").exists(), "no worker started"
 
 
 # --- the requirement chooser ---------------------------------------------------------------
