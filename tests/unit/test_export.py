@@ -23,7 +23,7 @@ from common.catalog import (
     Graph,
 )
 from common.errors import CollapsedModelError, InputError, ModelNotFoundError, ParityError
-from export import convert, exporter
+from export import convert, exporter, trained
 from export.repository import ModelRepository
 
 BATCH_SIZES = (1, 7)
@@ -77,7 +77,7 @@ def test_config_records_graphs_parity_training_and_libraries(exported, trained_d
         assert config["parity"]["tolerance"] == PARITY_ATOL
         assert config["parity"]["images"] == len(images[1])
         assert config["parity"]["data_source"] == images[2]
-        assert config["training"] == exporter.find_trained(trained_dir, name).record
+        assert config["training"] == trained.find_trained(trained_dir, name).record
         assert set(config["libraries"]) == {
             "tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "numpy"
         }  # fmt: skip
@@ -208,5 +208,5 @@ def test_parity_images_must_be_whole_images_in_the_unit_range(bad):
 
 
 def test_trained_models_lists_only_folders_with_a_model(trained_dir, tmp_path):
-    assert exporter.trained_models(trained_dir) == list(MODELS)
-    assert exporter.trained_models(tmp_path) == []
+    assert trained.trained_models(trained_dir) == list(MODELS)
+    assert trained.trained_models(tmp_path) == []
