@@ -210,3 +210,44 @@ def test_parity_images_must_be_whole_images_in_the_unit_range(bad):
 def test_trained_models_lists_only_folders_with_a_model(trained_dir, tmp_path):
     assert trained.trained_models(trained_dir) == list(MODELS)
     assert trained.trained_models(tmp_path) == []
+
+
+def _two_step_graph():
+    """x -> Relu -> mid -> Sigmoid -> y, built by hand."""
+    value = onnx.helper.make_tensor_value_info
+    nodes = [
+        onnx.helper.make_node("Relu", ["x"], ["mid"]),
+        onnx.helper.make_node("Sigmoid", ["mid"], ["y"]),
+    ]
+    graph = onnx.helper.make_graph(
+        nodes,
+        "g",
+        [value("x", onnx.TensorProto.FLOAT, ["unk__1", 2])],
+        [value("y", onnx.TensorProto.FLOAT, ["unk__2", 2])],
+    )
+    # IR 8 is what tf2onnx writes for opset 17; the onnx package defaults to an IR newer than
+    # ONNX Runtime reads.
+    opset = onnx.helper.make_opsetid("", convert.ONNX_OPSET)
+    return onnx.helper.make_model(graph, opset_imports=[opset], ir_version=8)
+
+
+def test_rename_tensor_rewires_producers_and_consumers():
+    proto = _two_step_graph()
+    convert.rename_tensor(proto, "mid", "code")
+    convert.rename_tensor(proto, "y", "reconstruction")
+    convert.name_batch_dimension(proto)
+    onnx.checker.check_model(proto)
+    assert [list(node.output) for node in proto.graph.node] == [["code"], ["reconstruction"]]
+    assert list(proto.graph.node[1].input) == ["code"]
+    assert proto.graph.output[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+    session = onnxruntime.InferenceSession(
+        proto.SerializeToString(), providers=["CPUExecutionProvider"]
+    )
+    (output,) = session.run(["reconstruction"], {"x": np.zeros((3, 2), np.float32)})
+    np.testing.assert_allclose(output, 0.5)
+
+
+def test_rename_tensor_refuses_to_merge_two_tensors():
+    proto = _two_step_graph()
+    with pytest.raises(ValueError, match="already has a 'mid'"):
+        convert.rename_tensor(proto, "y", "mid")
