@@ -71,7 +71,8 @@ def refuse_collapsed(trained: TrainedModel) -> None:
     """Raise ``CollapsedModelError`` if training reported the model as collapsed."""
     if trained.record["collapsed"]:
         mse = trained.record.get("test_mse")
+        shown = f"{mse:.4g}" if isinstance(mse, int | float) else "not recorded"
         raise CollapsedModelError(
-            f"{trained.spec.name} collapsed in training (test MSE {mse}, no better than the mean "
-            "image); retrain it before exporting, nothing published"
+            f"{trained.spec.name} collapsed in training (test MSE {shown}, no better than the "
+            "mean image); retrain it before exporting, nothing published"
         )
