@@ -18,6 +18,7 @@ import numpy as np
 
 from common.catalog import PARITY_ATOL, Graph
 from common.errors import ParityError
+from common.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -129,15 +130,16 @@ def check_parity(
     }
     failures = [result.describe() for result in results.values() if not result.passed]
     if failures:
+        count = min(len(batch) for batch in inputs.values())
         raise ParityError(
-            f"{label}: ONNX Runtime disagrees with Keras on {len(inputs[next(iter(inputs))])} "
-            f"held-out images: {'; '.join(failures)}; nothing published"
+            f"{label}: ONNX Runtime disagrees with Keras on {count} held-out images: "
+            f"{'; '.join(failures)}; nothing published"
         )
     return results
 
 
 def load_parity_images(
-    data: Path | None = None, settings: Any = None, count: int = PARITY_IMAGE_COUNT
+    data: Path | None = None, settings: Settings | None = None, count: int = PARITY_IMAGE_COUNT
 ) -> tuple[np.ndarray, str]:
     """The first ``count`` MNIST test images as float32 in [0, 1], and where they came from.
 
