@@ -9,6 +9,7 @@ training recipe may set); the layers, sizes, activations and padding are the art
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TypeAlias
 
 import keras
 from keras import layers, regularizers
@@ -20,7 +21,7 @@ OUTPUT_LAYER = "reconstruction"
 # The article writes regularizers.l1(10e-5), i.e. 1e-4.
 SPARSE_L1 = 10e-5
 
-BiasInit = str | keras.initializers.Initializer
+BiasInit: TypeAlias = str | keras.initializers.Initializer
 
 
 def vanilla(output_bias: BiasInit = "zeros") -> keras.Model:
