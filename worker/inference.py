@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -31,6 +33,9 @@ logger = logging.getLogger(__name__)
 
 CUDA_PROVIDER = "CUDAExecutionProvider"
 CPU_PROVIDER = "CPUExecutionProvider"
+TENSORRT_PROVIDER = "TensorrtExecutionProvider"
+# Device nodes the NVIDIA driver creates (also inside containers given a GPU).
+_NVIDIA_DEVICES = (Path("/dev/nvidiactl"), Path("/dev/nvidia0"), Path("/proc/driver/nvidia"))
 _PIXEL_SCALE = np.float32(1.0 / 255.0)
 
 
@@ -58,6 +63,13 @@ class LoadedGraph:
     output_name: str
     input_dims: tuple[int, ...]  # one item's shape, batch excluded
     provider: str
+
+
+def nvidia_device_visible() -> bool:
+    """True when an NVIDIA driver is visible here (or where this cannot be told: not Linux)."""
+    if not sys.platform.startswith("linux"):
+        return True
+    return any(path.exists() for path in _NVIDIA_DEVICES)
 
 
 def cpu_cores() -> int:
@@ -132,6 +144,12 @@ class Engine:
 
     def _requested(self, ort: Any) -> list[str]:
         available = set(ort.get_available_providers())
+        if CUDA_PROVIDER in self.providers and not nvidia_device_visible():
+            # onnxruntime-gpu lists CUDA as available on any host; asking for it without a GPU
+            # only prints a page of loader errors before falling back. The session's providers
+            # are still read back, so this shortcut cannot hide a fallback.
+            available.discard(CUDA_PROVIDER)
+            available.discard(TENSORRT_PROVIDER)
         requested = [name for name in self.providers if name in available]
         return requested or [CPU_PROVIDER]
 

@@ -1,0 +1,141 @@
+"""Jobs end to end: real redis-server, real ``aeq worker`` processes, the real CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from helpers import noisy, psnr, read_codes, read_png_folder, reference_run, to_pixels
+
+from common.catalog import MODELS, Graph
+
+pytestmark = pytest.mark.integration
+
+DENOISE_ITEMS = 2000
+
+
+def test_denoise_2000_noisy_digits_through_two_workers(service, mnist, tmp_path):
+    clean = mnist.test_images[:DENOISE_ITEMS]
+    inputs = noisy(clean)
+    np.save(tmp_path / "noisy.npy", inputs)
+    service.start_worker("one")
+    service.start_worker("two")
+
+    result = service.aeq(
+        "denoise", str(tmp_path / "noisy.npy"), "-o", str(tmp_path / "out"), "--chunk-size", "100"
+    )
+
+    assert result.returncode == 0, result.stderr
+    names, images = read_png_folder(tmp_path / "out")
+    assert len(names) == DENOISE_ITEMS and images.shape == clean.shape
+    assert psnr(images, clean) > psnr(inputs, clean) + 1.0
+    # The worker's pixels are exactly what a plain in-process session gives.
+    expected = to_pixels(reference_run(service.repository, "denoising", Graph.AUTOENCODER, inputs))
+    assert np.abs(images.astype(int) - expected).max() <= 1
+    job = _job_id(service)
+    status = json.loads(service.aeq("status", job, "--json").stdout)
+    assert status["state"] == "done" and status["items"]["done"] == DENOISE_ITEMS
+    assert status["chunks"]["done"] == 20 and status["providers"] == ["CPUExecutionProvider"]
+    assert status["workers"] == ["one@test", "two@test"]
+    assert status["collected_at"] is not None
+
+
+def test_encode_matches_in_process_onnx_runtime(service, mnist, tmp_path):
+    images = mnist.test_images[:300]
+    np.save(tmp_path / "digits.npy", images)
+    service.start_worker("one")
+
+    result = service.aeq(
+        "encode", str(tmp_path / "digits.npy"), "-o", str(tmp_path / "codes.npy"),
+        "--chunk-size", "128",
+    )  # fmt: skip
+
+    assert result.returncode == 0, result.stderr
+    codes, meta = read_codes(tmp_path / "codes.npy")
+    assert codes.shape == (300, MODELS["multilayer"].code_dim) and codes.dtype == np.float32
+    expected = reference_run(service.repository, "multilayer", Graph.ENCODER, images)
+    np.testing.assert_allclose(codes, expected, rtol=0, atol=1e-5)
+    assert (meta["model"], meta["version"], len(meta["names"])) == ("multilayer", 1, 300)
+
+
+def test_decode_round_trip(service, mnist, tmp_path):
+    images = mnist.test_images[:200]
+    np.save(tmp_path / "digits.npy", images)
+    service.start_worker("one")
+    codes = tmp_path / "codes.npy"
+    assert service.aeq("encode", str(tmp_path / "digits.npy"), "-o", str(codes)).returncode == 0
+
+    result = service.aeq("decode", str(codes), "-o", str(tmp_path / "decoded.npy"))
+
+    assert result.returncode == 0, result.stderr
+    decoded = np.load(tmp_path / "decoded.npy", allow_pickle=False)
+    # decode(encode(x)) is the autoencoder's output, up to float rounding at a .5 pixel boundary.
+    through = to_pixels(reference_run(service.repository, "multilayer", Graph.AUTOENCODER, images))
+    assert decoded.shape == (200, 28, 28)
+    assert np.abs(decoded.astype(int) - through).max() <= 1
+    assert psnr(decoded, images) > 12.0
+
+
+def test_no_wait_then_status_and_results_from_other_processes(service, mnist, tmp_path):
+    np.save(tmp_path / "digits.npy", mnist.test_images[:500])
+    service.start_worker("one")
+
+    queued = service.aeq(
+        "reconstruct", str(tmp_path / "digits.npy"), "--no-wait", "--chunk-size", "100"
+    )
+    assert queued.returncode == 0, queued.stderr
+    job = queued.stdout.strip()
+    assert len(job) == 12 and f"aeq results {job}" in queued.stderr
+    listed = service.aeq("jobs")
+    assert job in listed.stdout and "reconstruct" in listed.stdout
+
+    collected = service.aeq("results", job, "-o", str(tmp_path / "out.npz"))
+
+    assert collected.returncode == 0, collected.stderr
+    with np.load(tmp_path / "out.npz", allow_pickle=False) as archive:
+        assert archive["images"].shape == (500, 28, 28)
+    status = service.aeq("status", job)
+    assert status.returncode == 0
+    assert "done" in status.stdout and "conv@1" in status.stdout
+    assert "CPUExecutionProvider" in status.stdout
+    again = service.aeq("results", job, "-o", str(tmp_path / "again.npz"))
+    assert again.returncode != 0 and "collected and deleted" in again.stderr
+    assert not (tmp_path / "again.npz").exists()
+
+
+def test_results_with_keep_can_be_collected_twice(service, mnist, tmp_path):
+    np.save(tmp_path / "digits.npy", mnist.test_images[:64])
+    service.start_worker("one")
+    job = service.aeq("denoise", str(tmp_path / "digits.npy"), "--no-wait").stdout.strip()
+
+    first = service.aeq("results", job, "-o", str(tmp_path / "a.npy"), "--keep")
+    second = service.aeq("results", job, "-o", str(tmp_path / "b.npy"))
+
+    assert first.returncode == 0 and second.returncode == 0, second.stderr
+    a = np.load(tmp_path / "a.npy")
+    np.testing.assert_array_equal(a, np.load(tmp_path / "b.npy"))
+
+
+def test_local_mode_end_to_end(service, mnist, tmp_path):
+    images = noisy(mnist.test_images[:150], seed=4)
+    np.save(tmp_path / "noisy.npy", images)
+    env = {"AEQ_BROKER_URL": ""}
+
+    result = service.aeq(
+        "denoise", str(tmp_path / "noisy.npy"), "-o", str(tmp_path / "out"), env=env
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("local mode") == 1
+    _, out = read_png_folder(tmp_path / "out")
+    expected = to_pixels(reference_run(service.repository, "denoising", Graph.AUTOENCODER, images))
+    assert np.abs(out.astype(int) - expected).max() <= 1
+    # Nothing went through Redis.
+    assert service.aeq("jobs").stderr.strip() == "no jobs in the result store"
+
+
+def _job_id(service) -> str:
+    listed = json.loads(service.aeq("jobs", "--json").stdout)
+    assert len(listed) == 1
+    return listed[0]["job"]
