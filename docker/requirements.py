@@ -27,8 +27,10 @@ from pathlib import Path
 _GPU_ONNXRUNTIME = "onnxruntime-gpu"
 _CPU_ONNXRUNTIME = "onnxruntime"
 _TENSORFLOW = "tensorflow"
-# tensorflow-cpu has wheels for Linux x86_64 only; elsewhere plain tensorflow is the CPU build.
+# tensorflow-cpu has wheels for x86_64 only; elsewhere plain tensorflow is the CPU build.
+# (PEP 508 markers have no `not`: each side is spelled out.)
 _TENSORFLOW_CPU_MARKER = "platform_machine == 'x86_64'"
+_TENSORFLOW_MARKER = "platform_machine != 'x86_64'"
 
 
 def distribution_name(requirement: str) -> str:
@@ -63,7 +65,7 @@ def cpu_only(requirements: list[str]) -> list[str]:
         elif name == _TENSORFLOW:
             spec = _without_marker(requirement)[len(_TENSORFLOW) :]
             chosen.append(f"tensorflow-cpu{spec}; {_TENSORFLOW_CPU_MARKER}")
-            chosen.append(f"{_TENSORFLOW}{spec}; not ({_TENSORFLOW_CPU_MARKER})")
+            chosen.append(f"{_TENSORFLOW}{spec}; {_TENSORFLOW_MARKER}")
         else:
             chosen.append(requirement)
     return chosen

@@ -21,6 +21,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from packaging.requirements import Requirement
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKER = ROOT / "docker"
@@ -282,8 +283,37 @@ def test_cpu_requirements_swap_in_the_cpu_builds() -> None:
     tensorflow = [line for line in chosen if line.startswith("tensorflow")]
     assert tensorflow == [
         "tensorflow-cpu>=2.21; platform_machine == 'x86_64'",
-        "tensorflow>=2.21; not (platform_machine == 'x86_64')",
+        "tensorflow>=2.21; platform_machine != 'x86_64'",
     ]
+
+
+@pytest.mark.parametrize(
+    ("machine", "expected"),
+    [("x86_64", {"onnxruntime", "tensorflow-cpu"}), ("aarch64", {"onnxruntime", "tensorflow"})],
+)
+def test_cpu_requirements_are_valid_pep_508_and_pick_one_build(
+    machine: str, expected: set[str]
+) -> None:
+    """What pip will make of the lines, per platform (the images build for either)."""
+    chosen = requirements.image_requirements(ROOT / "pyproject.toml", ["train"], cpu=True)
+    platform = {"platform_machine": machine, "platform_system": "Linux", "sys_platform": "linux"}
+    picked = set()
+    for line in chosen:
+        requirement = Requirement(line)
+        if requirement.marker is None or requirement.marker.evaluate(platform):
+            picked.add(requirement.name)
+    assert picked & {"onnxruntime", "onnxruntime-gpu", "tensorflow", "tensorflow-cpu"} == expected
+
+
+def test_gpu_requirements_pick_the_cuda_build_on_linux_x86_64() -> None:
+    chosen = requirements.image_requirements(ROOT / "pyproject.toml", [], cpu=False)
+    platform = {"platform_machine": "x86_64", "platform_system": "Linux"}
+    picked = {
+        Requirement(line).name
+        for line in chosen
+        if Requirement(line).marker is None or Requirement(line).marker.evaluate(platform)
+    }
+    assert "onnxruntime-gpu" in picked and "onnxruntime" not in picked
 
 
 def test_requirements_refuse_an_unknown_extra(capsys: pytest.CaptureFixture[str]) -> None:
