@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,13 @@ from PIL import Image
 from common.catalog import Graph, model_spec
 from common.noise import add_noise
 from export.repository import ModelRepository
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def noisy(images: np.ndarray, seed: int = 0) -> np.ndarray:

@@ -1,0 +1,233 @@
+"""Faults: a worker killed mid-chunk, late workers, cancellation, poison messages, no broker."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import signal
+import time
+import uuid
+
+import msgpack
+import numpy as np
+import pytest
+import redis
+from helpers import free_port, noisy, reference_run, to_pixels
+from kombu import Connection, Exchange, Producer
+
+from common.catalog import Graph, Operation
+from common.settings import load_settings
+from worker.app import QUEUE, make_app
+from worker.jobs import JobSpec, JobStore
+from worker.protocol import TASK_NAME, ChunkMessage, encode_array
+
+pytestmark = pytest.mark.integration
+
+# Short, so the killed worker's chunk comes back within seconds (kombu sweeps every second).
+KILL_TEST_VISIBILITY_TIMEOUT_S = "4"
+IN_FLIGHT_WAIT_S = 60.0
+RECEIVED = re.compile(r"Task aeq\.run_chunk\[([0-9a-f-]+)\] received")
+SUCCEEDED = re.compile(r"Task aeq\.run_chunk\[([0-9a-f-]+)\] succeeded")
+
+
+def wait_for(predicate, timeout_s: float = 60.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def jobs_json(service) -> list[dict]:
+    return json.loads(service.aeq("jobs", "--json").stdout)
+
+
+def in_flight_task(worker) -> str | None:
+    """The task id the worker has received but not finished, from its log."""
+    text = worker.text()
+    pending = set(RECEIVED.findall(text)) - set(SUCCEEDED.findall(text))
+    return next(iter(pending), None)
+
+
+def unacked_chunks(client: redis.Redis) -> dict[str, int]:
+    """Task id -> chunk index of every delivered, unacknowledged message (kombu's unacked hash)."""
+    found = {}
+    for raw in client.hvals("unacked"):
+        message = json.loads(raw)[0]
+        body = msgpack.unpackb(base64.b64decode(message["body"]))
+        found[message["headers"]["id"]] = body[1]["chunk"]
+    return found
+
+
+def stop_mid_chunk(worker, client: redis.Redis) -> tuple[str, int]:
+    """Freeze the worker at a moment it holds an unacknowledged chunk; return task id and chunk."""
+    deadline = time.monotonic() + IN_FLIGHT_WAIT_S
+    while time.monotonic() < deadline:
+        worker.process.send_signal(signal.SIGSTOP)
+        task = in_flight_task(worker)
+        chunks = unacked_chunks(client)
+        if task is not None and task in chunks:
+            return task, chunks[task]
+        worker.process.send_signal(signal.SIGCONT)
+        time.sleep(0.01)
+    raise AssertionError("the worker never held a chunk")
+
+
+def test_sigkill_one_of_two_workers_mid_job(service, mnist, tmp_path, redis_server):
+    images = noisy(mnist.test_images[:2000], seed=1)
+    np.save(tmp_path / "noisy.npy", images)
+    short = {"AEQ_VISIBILITY_TIMEOUT_S": KILL_TEST_VISIBILITY_TIMEOUT_S}
+    victim = service.start_worker("victim", env=short)
+    survivor = service.start_worker("survivor", env=short)
+    client = redis_server.client()
+    waiting = service.popen(
+        "denoise", str(tmp_path / "noisy.npy"), "-o", str(tmp_path / "out.npy"),
+        "--chunk-size", "250",
+    )  # fmt: skip
+
+    wait_for(lambda: SUCCEEDED.search(victim.text()), what="the victim's first chunk")
+    task, chunk = stop_mid_chunk(victim, client)
+    victim.kill()
+    _, stderr = waiting.communicate(timeout=120)
+
+    assert waiting.returncode == 0, stderr
+    out = np.load(tmp_path / "out.npy", allow_pickle=False)
+    expected = to_pixels(reference_run(service.repository, "denoising", Graph.AUTOENCODER, images))
+    assert out.shape == (2000, 28, 28)
+    assert np.abs(out.astype(int) - expected).max() <= 1
+    (job,) = jobs_json(service)
+    assert (job["state"], job["items"]["done"], job["chunks"]["done"]) == ("done", 2000, 8)
+    store = JobStore(client, 600)
+    # The killed worker's chunk was redelivered (same task id) and finished by the survivor.
+    assert store.status(job["job"], chunk).worker == "survivor@test"
+    assert f"aeq.run_chunk[{task}] received" in survivor.text()
+    assert client.hlen("unacked") == 0
+
+
+def test_a_worker_started_after_the_job_was_queued_picks_it_up(service, mnist, tmp_path):
+    np.save(tmp_path / "digits.npy", mnist.test_images[:300])
+    queued = service.aeq("encode", str(tmp_path / "digits.npy"), "--no-wait")
+    job = queued.stdout.strip()
+    assert queued.returncode == 0 and jobs_json(service)[0]["state"] == "queued"
+
+    service.start_worker("late")
+    result = service.aeq("results", job, "-o", str(tmp_path / "codes.npz"))
+
+    assert result.returncode == 0, result.stderr
+    with np.load(tmp_path / "codes.npz", allow_pickle=False) as archive:
+        assert archive["codes"].shape == (300, 64)
+
+
+def test_cancel_stops_a_waiting_client_and_skips_the_rest(service, mnist, tmp_path):
+    np.save(tmp_path / "digits.npy", mnist.test_images[:400])
+    waiting = service.popen(
+        "reconstruct", str(tmp_path / "digits.npy"), "-o", str(tmp_path / "out"),
+        "--chunk-size", "100",
+    )  # fmt: skip
+    job = wait_for(
+        lambda: [j["job"] for j in jobs_json(service) if j["chunks"]["queued"] == 4],
+        what="the job to be queued",
+    )[0]
+
+    cancelled = service.aeq("cancel", job)
+    _, stderr = waiting.communicate(timeout=60)
+
+    assert cancelled.returncode == 0 and "cancelled job" in cancelled.stderr
+    assert waiting.returncode != 0 and f"job {job} was cancelled" in stderr
+    assert not (tmp_path / "out").exists()
+    service.start_worker("one")
+    service.aeq("encode", str(tmp_path / "digits.npy"), "-o", str(tmp_path / "after.npy"))
+    status = json.loads(service.aeq("status", job, "--json").stdout)
+    assert status["state"] == "cancelled" and status["chunks"]["done"] == 0
+    again = service.aeq("cancel", job)
+    assert again.returncode != 0 and "nothing to cancel" in again.stderr
+
+
+class _CreatesMarker:
+    """Unpickling this would create a folder: proof that a pickle message was never loaded."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (os.mkdir, (self.path,))
+
+
+def _publish_pickle(url: str, marker: str) -> None:
+    body = ((), {"payload": _CreatesMarker(marker)}, {"callbacks": None, "errbacks": None})
+    headers = {"lang": "py", "task": TASK_NAME, "id": str(uuid.uuid4()), "argsrepr": "()"}
+    with Connection(url) as connection:
+        producer = Producer(connection, exchange=Exchange(QUEUE, type="direct"))
+        producer.publish(body, routing_key=QUEUE, serializer="pickle", headers=headers)
+
+
+def test_poison_messages_fail_cleanly_and_the_worker_keeps_serving(
+    service, mnist, tmp_path, redis_server
+):
+    worker = service.start_worker("one")
+    client = redis_server.client()
+    store = JobStore(client, 600)
+    images = mnist.test_images[:30]
+    spec = JobSpec(Operation.DENOISE, "denoising", 1, 30, 10, 1568)
+    job = store.create(spec)
+    for chunk in range(3):
+        store.put_chunk(job, chunk, encode_array(images[chunk * 10 : chunk * 10 + 10]), ["x"] * 10)
+    client.set(store.input_key(job, 1), b"\0" * 77)  # wrong byte count
+    messages = [
+        ChunkMessage.for_array(job, c, Operation.DENOISE, "denoising", 1, images[:10]).to_wire()
+        for c in range(3)
+    ]
+    messages[0]["shape"] = [10, 784]  # wrong shape
+    messages[2]["model"] = "resnet"  # unknown model
+    marker = str(tmp_path / "unpickled")
+    celery = make_app(load_settings({"AEQ_BROKER_URL": service.url}))
+
+    for message in messages:
+        celery.send_task(TASK_NAME, kwargs=message)
+    celery.send_task(TASK_NAME, kwargs={"job": 5})  # JSON-able garbage
+    celery.send_task(TASK_NAME, args=[1, 2, 3])  # not our calling convention at all
+    _publish_pickle(service.url, marker)
+    np.save(tmp_path / "digits.npy", images)
+    after = service.aeq("encode", str(tmp_path / "digits.npy"), "-o", str(tmp_path / "codes.npy"))
+
+    assert after.returncode == 0, after.stderr  # served after every poison message
+    assert worker.process.poll() is None
+    reasons = {c: s.reason for c, s in store.statuses(job).items()}
+    assert "takes shape (10, 28, 28)" in reasons[0]
+    assert "holds 77 bytes" in reasons[1]
+    assert "unknown model 'resnet'" in reasons[2]
+    assert store.get(job).state.value == "failed"
+    wait_for(lambda: "pickle" in worker.text(), what="the pickle refusal in the log")
+    assert not os.path.exists(marker)
+    status = service.aeq("status", job)
+    assert "failed" in status.stdout and "chunk 1: chunk 1 holds 77 bytes" in status.stdout
+
+
+def test_unreachable_broker_fails_fast_with_the_url(service, mnist, tmp_path):
+    np.save(tmp_path / "digits.npy", mnist.test_images[:10])
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    for command in (
+        ["denoise", str(tmp_path / "digits.npy"), "-o", str(tmp_path / "out")],
+        ["status", "0123456789ab"],
+        ["worker"],
+    ):
+        started = time.monotonic()
+        result = service.aeq(*command, env={"AEQ_BROKER_URL": url}, timeout=30)
+        elapsed = time.monotonic() - started
+        assert result.returncode == 1, (command, result.stderr)
+        assert f"cannot reach Redis at {url}" in result.stderr and "redis-server" in result.stderr
+        assert elapsed < 10, (command, elapsed)
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_require_gpu_refuses_to_start_on_a_cpu_host(service):
+    result = service.aeq("worker", "--require-gpu", env={"AEQ_PROVIDERS": "cuda,cpu"}, timeout=120)
+    assert result.returncode != 0
+    assert "--require-gpu" in result.stderr and "not CUDA" in result.stderr
+    cpu_only = service.aeq("worker", "--require-gpu", env={"AEQ_PROVIDERS": "cpu"})
+    assert cpu_only.returncode != 0 and "does not ask for CUDA" in cpu_only.stderr
