@@ -1,0 +1,106 @@
+"""The Celery app's configuration, ``aeq worker``'s launch decisions and the provider probe."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime
+import pytest
+from onnx import TensorProto, helper
+
+from common.errors import ProviderError, UsageError
+from common.settings import Settings, load_settings
+from worker import launcher
+from worker.app import celery_config, make_app, restore_interval_s
+from worker.inference import nvidia_device_visible
+from worker.launcher import LaunchOptions, celery_argv, check_options
+from worker.protocol import TASK_NAME
+from worker.provider_probe import identity_model_bytes, probe, providers_in_use
+
+BROKER = "redis://127.0.0.1:6399/0"
+
+
+def test_messages_are_msgpack_or_json_never_pickle():
+    config = celery_config(Settings(broker_url=BROKER))
+    assert config["task_serializer"] == config["result_serializer"] == "msgpack"
+    assert config["accept_content"] == config["result_accept_content"] == ["msgpack", "json"]
+    assert "pickle" not in str(config)
+
+
+def test_acknowledged_late_one_at_a_time():
+    config = celery_config(Settings(broker_url=BROKER))
+    assert config["task_acks_late"] and config["task_reject_on_worker_lost"]
+    assert config["worker_prefetch_multiplier"] == 1
+    assert config["task_ignore_result"] and config["result_backend"] is None
+
+
+def test_visibility_timeout_comes_from_the_settings_and_is_swept_often_enough():
+    settings = load_settings({"AEQ_BROKER_URL": BROKER, "AEQ_VISIBILITY_TIMEOUT_S": "8"})
+    options = celery_config(settings)["broker_transport_options"]
+    assert options["visibility_timeout"] == 8
+    assert options["unacked_restore_interval"] == 2.0
+    assert options["unacked_restore_throttle"] == 1
+    assert restore_interval_s(3600) == 10.0  # never slower than kombu's own default
+    assert restore_interval_s(1) == 0.5
+
+
+def test_the_app_knows_the_chunk_task():
+    app = make_app(Settings(broker_url=BROKER))
+    app.loader.import_default_modules()
+    assert TASK_NAME in app.tasks
+    assert app.conf.task_default_queue == "aeq"
+
+
+def test_one_process_runs_the_solo_pool_more_run_prefork():
+    solo = celery_argv(LaunchOptions(concurrency=1, hostname="a@b"))
+    assert "--pool=solo" in solo and "--hostname=a@b" in solo
+    assert "--pool=prefork" in celery_argv(LaunchOptions(concurrency=3))
+    assert "--concurrency=3" in celery_argv(LaunchOptions(concurrency=3))
+
+
+@pytest.mark.parametrize(
+    ("settings", "options", "message"),
+    [
+        (Settings(), LaunchOptions(), "needs a broker"),
+        (Settings(broker_url=BROKER), LaunchOptions(concurrency=0), "--concurrency"),
+        (Settings(broker_url=BROKER), LaunchOptions(threads=0), "--threads"),
+        (Settings(broker_url=BROKER), LaunchOptions(loglevel="loud"), "--loglevel"),
+    ],
+)
+def test_impossible_worker_options_are_refused(settings, options, message):
+    with pytest.raises(UsageError, match=message):
+        check_options(settings, options)
+
+
+def test_require_gpu_needs_cuda_among_the_providers():
+    with pytest.raises(ProviderError, match="does not ask for CUDA"):
+        launcher.require_cuda(Settings(broker_url=BROKER, providers=("CPUExecutionProvider",)))
+
+
+def test_the_hand_written_probe_graph_is_valid_onnx():
+    proto = onnx.load_from_string(identity_model_bytes())
+    onnx.checker.check_model(proto)
+    reference = helper.make_model(
+        helper.make_graph(
+            [helper.make_node("Identity", ["x"], ["y"])],
+            "probe",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+        ),
+        opset_imports=[helper.make_opsetid("", 13)],
+    )
+    reference.ir_version = 7
+    assert identity_model_bytes() == reference.SerializeToString()
+    session = onnxruntime.InferenceSession(
+        identity_model_bytes(), providers=["CPUExecutionProvider"]
+    )
+    assert session.run(None, {"x": np.array([2.5], np.float32)})[0].tolist() == [2.5]
+
+
+def test_the_probe_reports_the_provider_really_used():
+    in_use = providers_in_use(["CUDAExecutionProvider", "CPUExecutionProvider"])
+    if not nvidia_device_visible():
+        # No GPU: asking for CUDA first still ends on the CPU, and the probe says so.
+        assert in_use == ["CPUExecutionProvider"]
+    assert in_use[-1] == "CPUExecutionProvider"
+    assert probe(("CPUExecutionProvider",)) == ["CPUExecutionProvider"]

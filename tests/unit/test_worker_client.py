@@ -1,0 +1,176 @@
+"""The client side of a job against a real redis-server, with chunks run by ``process_chunk``
+directly (the same function the Celery task calls) instead of a worker process."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import msgpack
+import numpy as np
+import pytest
+from worker_support import random_images, tiny_repository
+
+from common.catalog import Operation
+from common.errors import BrokerError, JobError
+from common.settings import Settings
+from worker.client import FollowState, JobClient, Submission
+from worker.inference import CPU_PROVIDER, Engine
+from worker.jobs import JobStore
+from worker.local import run_local
+from worker.processing import WorkerContext, process_chunk
+from worker.protocol import TASK_NAME
+
+
+class ArraySource:
+    """An in-memory stand-in for ``worker.inputs.ImageSource``."""
+
+    def __init__(self, array: np.ndarray) -> None:
+        self.array = array
+        self.total = len(array)
+
+    def chunks(self, size):
+        for start in range(0, self.total, size):
+            part = self.array[start : start + size]
+            yield [f"item{start + i}" for i in range(len(part))], part
+
+
+class ArrayWriter:
+    """Records every write, so tests can check order, placement and duplicates."""
+
+    def __init__(self, total: int, row_shape: tuple[int, ...], dtype) -> None:
+        self.array = np.zeros((total, *row_shape), dtype)
+        self.names: list[str | None] = [None] * total
+        self.writes: list[int] = []
+
+    def write(self, start, names, array):
+        self.writes.append(start)
+        self.array[start : start + len(array)] = array
+        self.names[start : start + len(array)] = names
+
+
+@pytest.fixture(scope="module")
+def repository(tmp_path_factory):
+    return tiny_repository(tmp_path_factory.mktemp("models") / "repository")
+
+
+@pytest.fixture
+def settings(redis_server, redis_client, repository):
+    return Settings(
+        broker_url=redis_server.url,
+        model_repository=repository.root,
+        providers=(CPU_PROVIDER,),
+    )
+
+
+@pytest.fixture
+def context(settings, redis_client, repository):
+    engine = Engine(settings)
+    return WorkerContext(settings, JobStore(redis_client, 600), repository, engine, "inline")
+
+
+def queued_messages(redis_client) -> list[dict]:
+    """The chunk messages waiting in the 'aeq' queue, decoded as a worker would."""
+    messages = []
+    for raw in redis_client.lrange("aeq", 0, -1)[::-1]:
+        envelope = json.loads(raw)
+        assert envelope["content-type"] == "application/x-msgpack"
+        body = base64.b64decode(envelope["body"])
+        assert len(body) < 300  # the claim check, not the pixels
+        assert envelope["headers"]["task"] == TASK_NAME
+        messages.append(msgpack.unpackb(body)[1])
+    return messages
+
+
+def submit(settings, repository, images, op=Operation.DENOISE, model="denoising", size=4):
+    client = JobClient(settings)
+    submission = Submission(op, repository.get(model), ArraySource(images), size)
+    return client, client.submit(submission)
+
+
+def test_submit_stores_chunks_and_sends_small_msgpack_messages(settings, repository, redis_client):
+    images = random_images(10)
+    client, job = submit(settings, repository, images)
+    messages = queued_messages(redis_client)
+    assert [m["chunk"] for m in messages] == [0, 1, 2]
+    assert [m["count"] for m in messages] == [4, 4, 2]
+    assert client.store.input(job, 2) == images[8:].tobytes()
+    assert client.store.names(job, 2) == ["item8", "item9"]
+    assert client.record(job).queued == 3
+
+
+def test_follow_writes_chunks_as_they_finish_in_any_order(settings, repository, context):
+    images = random_images(10)
+    client, job = submit(settings, repository, images)
+    messages = queued_messages(context.store.client)
+    writer = ArrayWriter(10, (28, 28), np.uint8)
+    state = FollowState()
+    process_chunk(context, messages[2])
+    client.follow(job, writer, state, block=False)
+    assert writer.writes == [8]
+    for message in (messages[0], messages[1], messages[0]):  # the last is a redelivery
+        process_chunk(context, message)
+    context.store.client.rpush(context.store.events_key(job), b"1", b"1")  # duplicate notices
+
+    client.follow(job, writer, state)
+
+    assert sorted(writer.writes) == [0, 4, 8]  # each chunk written exactly once
+    expected = context.engine.run(repository.get("denoising"), Operation.DENOISE, images).array
+    np.testing.assert_array_equal(writer.array, expected)
+    assert writer.names == [f"item{i}" for i in range(10)]
+
+
+def test_follow_of_a_finished_job_needs_no_notices(settings, repository, context):
+    client, job = submit(settings, repository, random_images(6), Operation.ENCODE, "vanilla")
+    for message in queued_messages(context.store.client):
+        process_chunk(context, message)
+    context.store.client.delete(context.store.events_key(job))  # another follower took them
+    writer = ArrayWriter(6, (64,), np.float32)
+    state = client.follow(job, writer)
+    assert state.items == 6 and sorted(writer.writes) == [0, 4]
+
+
+def test_a_failed_chunk_fails_the_follow_after_the_rest(settings, repository, context):
+    client, job = submit(settings, repository, random_images(10))
+    messages = queued_messages(context.store.client)
+    process_chunk(context, {**messages[1], "shape": [4, 784]})
+    process_chunk(context, messages[0])
+    process_chunk(context, messages[2])
+    writer = ArrayWriter(10, (28, 28), np.uint8)
+    with pytest.raises(JobError, match=r"1 of 3 chunks failed \(chunk 1: .*takes shape"):
+        client.follow(job, writer)
+    assert sorted(writer.writes) == [0, 8]
+
+
+def test_cancel_ends_the_follow(settings, repository, context):
+    client, job = submit(settings, repository, random_images(10))
+    assert client.cancel(job) == 3
+    with pytest.raises(JobError, match="was cancelled"):
+        client.follow(job, ArrayWriter(10, (28, 28), np.uint8))
+
+
+def test_an_unreachable_store_is_reported_with_its_url(repository):
+    settings = Settings(broker_url="redis://127.0.0.1:1/0", model_repository=repository.root)
+    with pytest.raises(BrokerError, match=r"cannot reach Redis at redis://127.0.0.1:1/0"):
+        JobClient(settings)
+
+
+def test_passwords_stay_out_of_messages(repository):
+    settings = Settings(
+        broker_url="redis://:s3cret@127.0.0.1:1/0", model_repository=repository.root
+    )
+    with pytest.raises(BrokerError) as raised:
+        JobClient(settings)
+    assert "s3cret" not in str(raised.value) and "***" in str(raised.value)
+
+
+def test_local_mode_runs_the_same_chunks_in_process(repository):
+    images = random_images(11)
+    submission = Submission(Operation.DENOISE, repository.get("conv"), ArraySource(images), 4)
+    writer = ArrayWriter(11, (28, 28), np.uint8)
+    engine = Engine(Settings(providers=(CPU_PROVIDER,)))
+    assert run_local(submission, writer, engine) == 11
+    assert writer.writes == [0, 4, 8]
+    np.testing.assert_array_equal(
+        writer.array, engine.run(repository.get("conv"), Operation.DENOISE, images).array
+    )
