@@ -2,8 +2,9 @@
 # The training image's one-shot job: train the five autoencoders, then export them to ONNX, check
 # parity and publish them into the model repository that the workers read.
 #
-# MNIST comes from, in order: AEQ_DATA_DIR if set; /data if a folder with files is mounted there
-# (compose mounts AEQ_HOST_DATA_DIR); else the keras download, cached in ~/.keras (a volume).
+# MNIST comes from, in order: AEQ_DATA_DIR if set (docker run -e); /data if a folder with files is
+# mounted there (compose mounts AEQ_HOST_DATA_DIR); else the keras download, cached in ~/.keras
+# (a volume).
 # Extra arguments go to `aeq train all` (e.g. --epochs 5 --limit 2000 for a quick run).
 set -eu
 

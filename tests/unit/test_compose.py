@@ -41,6 +41,14 @@ RESTART_POLICIES = {"always", "unless-stopped", "on-failure"}
 MODELS_TARGET = "/models"
 # ${NAME}, ${NAME:-default}, ${NAME:?message} ...: the variable names compose interpolates.
 VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)")
+# aeq settings whose values differ between the host CLI and the containers (URLs, paths).
+HOST_ONLY_SETTINGS = {
+    "AEQ_BROKER_URL",
+    "AEQ_RESULT_BACKEND",
+    "AEQ_MODEL_REPOSITORY",
+    "AEQ_TRAINING_DIR",
+    "AEQ_DATA_DIR",
+}
 VOLUME = re.compile(r"(?P<source>\$\{[^}]*\}|[^:]+):(?P<target>[^:]+)(?::(?P<mode>ro|rw))?")
 COMPOSE_TIMEOUT_S = 60
 
@@ -253,6 +261,13 @@ def test_env_example_documents_every_variable() -> None:
     assert set(documented) <= used, f"unused in compose: {sorted(set(documented) - used)}"
     for name, comment in documented.items():
         assert comment, f"{name} has no comment in .env.example"
+
+
+def test_host_cli_settings_never_leak_into_containers() -> None:
+    """A shell set up for the host's aeq CLI (AEQ_BROKER_URL=...@127.0.0.1, a host repository
+    path) runs `docker compose up` too: container-only values must not be read from it."""
+    used = set(VARIABLE.findall(COMPOSE_FILE.read_text()))
+    assert not used & HOST_ONLY_SETTINGS
 
 
 def test_env_example_holds_no_password() -> None:

@@ -185,6 +185,54 @@ def test_scripts_are_installed_and_valid_shell(
     assert installed in (DOCKER / dockerfile).read_text()
 
 
+# --- the training stage -------------------------------------------------------------------------
+
+FAKE_RECORDING_AEQ = """#!/bin/sh
+echo "${AEQ_DATA_DIR:-keras} $*" >> "$LOG"
+"""
+
+
+@pytest.mark.parametrize(("data_dir", "source"), [(None, "keras"), ("/mnist", "/mnist")])
+def test_train_all_trains_then_exports_into_the_repository(
+    tmp_path: Path, data_dir: str | None, source: str
+) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "aeq").write_text(FAKE_RECORDING_AEQ)
+    (bin_dir / "aeq").chmod(0o755)
+    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "LOG": str(tmp_path / "log")}
+    env |= {"AEQ_TRAINING_DIR": "/trained", "AEQ_MODEL_REPOSITORY": "/models"}
+    if data_dir:
+        env["AEQ_DATA_DIR"] = data_dir
+    result = subprocess.run(
+        [DOCKER / "train-all.sh", "--epochs", "2"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "log").read_text().splitlines() == [
+        f"{source} train all --out /trained --epochs 2",
+        f"{source} export all --from /trained --repository /models",
+        f"{source} models",
+    ]
+
+
+def test_train_all_stops_at_the_first_failure(tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "aeq").write_text('#!/bin/sh\necho "$*" >> "$LOG"\nexit 2\n')
+    (bin_dir / "aeq").chmod(0o755)
+    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "LOG": str(tmp_path / "log")}
+    env |= {"AEQ_TRAINING_DIR": "/trained", "AEQ_MODEL_REPOSITORY": "/models"}
+    result = subprocess.run(
+        [DOCKER / "train-all.sh"], env=env, capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 2
+    assert (tmp_path / "log").read_text().splitlines() == ["train all --out /trained"]
+
+
 # --- one worker per GPU ------------------------------------------------------------------------
 
 FAKE_NVIDIA_SMI = """#!/bin/sh
