@@ -28,25 +28,28 @@ FROM deps AS wheel
 COPY . /src
 RUN pip wheel --no-deps --no-build-isolation --wheel-dir /wheels /src
 
-FROM deps AS worker
+# The installed application, shared by the two targets below.
+FROM deps AS app
 RUN --mount=type=bind,from=wheel,source=/wheels,target=/wheels \
     pip install --no-deps /wheels/*.whl \
     && python -c "import onnxruntime, worker.app, cli" \
     && ! python -c "import tensorflow" 2>/dev/null
 WORKDIR /home/aeq
-USER 10001:10001
 ENV AEQ_MODEL_REPOSITORY=/models \
     AEQ_PROVIDERS=cpu
-# A worker is healthy when it answers a Celery ping under the node name its command gives it.
-HEALTHCHECK --interval=30s --timeout=20s --start-period=30s --retries=3 \
-    CMD ["sh", "-c", "celery -A worker.app inspect ping --destination \"aeq@$HOSTNAME\" --timeout 10 >/dev/null"]
-CMD ["aeq", "worker", "--hostname", "aeq@%h", "--loglevel", "info"]
 
-FROM worker AS flower
-USER 0:0
+FROM app AS flower
 RUN pip install flower==2.2.0
 USER 10001:10001
 HEALTHCHECK --interval=30s --timeout=10s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:5555/healthcheck', timeout=5)"]
 EXPOSE 5555
 CMD ["celery", "-A", "worker.app", "flower", "--address=0.0.0.0", "--port=5555"]
+
+# Last, so that a build without --target gives the worker.
+FROM app AS worker
+USER 10001:10001
+# A worker is healthy when it answers a Celery ping under the node name its command gives it.
+HEALTHCHECK --interval=30s --timeout=20s --start-period=30s --retries=3 \
+    CMD ["sh", "-c", "celery -A worker.app inspect ping --destination \"aeq@$HOSTNAME\" --timeout 10 >/dev/null"]
+CMD ["aeq", "worker", "--hostname", "aeq@%h", "--loglevel", "info"]
