@@ -37,19 +37,18 @@ import numpy as np
 from common.catalog import IMAGE_SIDE
 from common.errors import AeqError, JobError, UsageError
 from worker import staging
-from worker.inputs import (
+from worker.code_files import (
     NPZ_CODES_KEY,
-    NPZ_IMAGE_KEYS,
     NPZ_MODEL_KEY,
-    NPZ_NAMES_KEY,
     NPZ_VERSION_KEY,
     SIDECAR_FORMAT,
+    SIDECAR_FORMAT_VERSION,
     sidecar_path,
 )
+from worker.image_parts import NPZ_IMAGE_KEYS, NPZ_NAMES_KEY
 from worker.names import sanitize, unique_names
 from worker.png import encode_gray_batch
 
-SIDECAR_FORMAT_VERSION = 1
 IMAGES_KEY = NPZ_IMAGE_KEYS[0]
 PNG_SUFFIX = ".png"
 # Where a PNG waits when its name is unsafe or taken, until commit settles every name.
