@@ -10,7 +10,7 @@ notices, are the record (notices only wake the follower).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -29,6 +29,8 @@ from worker.store import connect
 WAIT_SLICE_S = 1.0
 # Notices taken per round trip once one has arrived.
 EVENTS_PER_READ = 256
+# Finished chunks fetched per round trip (outputs and names).
+FETCH_BATCH_CHUNKS = 4
 
 Progress = Callable[[int], None]
 
@@ -78,9 +80,16 @@ class FollowState:
     skipped: set[int] = field(default_factory=set)
     items: int = 0
     cancelled: bool = False
+    spec: JobSpec | None = None
 
     def finished(self) -> int:
         return len(self.written) + len(self.failed) + len(self.skipped)
+
+    def job_spec(self) -> JobSpec:
+        """The followed job's spec (read by the first ``follow`` call)."""
+        if self.spec is None:
+            raise JobError("the job was not read yet; call follow() first")
+        return self.spec
 
 
 class JobClient:
@@ -161,24 +170,27 @@ class JobClient:
     ) -> FollowState:
         """Write every finished chunk's output; with ``block``, until the whole job has finished.
 
-        Without ``block`` it writes what is ready and returns at once (used between chunks while
-        submitting). Raises ``JobError`` if the job was cancelled or a chunk failed (after the
-        rest finished), so the caller aborts its output.
+        The first call with a given ``state`` reads every chunk status (the record); later work
+        is driven by completion notices. Without ``block`` it writes what the notices say is
+        ready and returns at once (used between chunks while submitting). Raises ``JobError`` if
+        the job was cancelled or a chunk failed (after the rest finished), so the caller aborts
+        its output.
         """
         state = state or FollowState()
-        spec = self.store.get(job, with_statuses=False).spec
-        self._take_statuses(job, spec, writer, state, self.store.statuses(job).items())
+        if state.spec is None:
+            state.spec = self.store.get(job, with_statuses=False).spec
+            self._take_statuses(job, writer, state, self.store.statuses(job).items())
+        spec = state.spec
+        if not block:
+            self._take_events(job, writer, state, self._pending_events(job))
         while block and state.finished() < spec.chunks and not state.cancelled:
             events = self._next_events(job)
             if events is None:  # nothing for a while: re-read the record
                 record = self.store.get(job)
                 state.cancelled = record.cancelled
-                self._take_statuses(job, spec, writer, state, record.statuses.items())
-                continue
-            state.cancelled = state.cancelled or CANCEL_EVENT in events
-            chunks = sorted({int(e) for e in events if e.isdigit()} - state.written)
-            found = [(c, self.store.status(job, c)) for c in chunks]
-            self._take_statuses(job, spec, writer, state, [(c, s) for c, s in found if s])
+                self._take_statuses(job, writer, state, record.statuses.items())
+            else:
+                self._take_events(job, writer, state, events)
             if on_progress:
                 on_progress(state.items)
         if on_progress:
@@ -187,49 +199,48 @@ class JobClient:
             _raise_if_unsuccessful(job, spec, state)
         return state
 
+    def _take_events(
+        self, job: str, writer: ChunkWriter, state: FollowState, events: list[bytes]
+    ) -> None:
+        state.cancelled = state.cancelled or CANCEL_EVENT in events
+        chunks = sorted({int(e) for e in events if e.isdigit()} - state.written)
+        self._take_statuses(job, writer, state, self.store.statuses_of(job, chunks).items())
+
+    def _pending_events(self, job: str) -> list[bytes]:
+        return list(self.store.client.lpop(self.store.events_key(job), EVENTS_PER_READ) or [])
+
     def _next_events(self, job: str) -> list[bytes] | None:
         first = self.store.wait_event(job, WAIT_SLICE_S)
         if first is None:
             return None
-        more = self.store.client.lpop(self.store.events_key(job), EVENTS_PER_READ)
-        return [first, *(more or [])]  # type: ignore[misc]
+        return [first, *self._pending_events(job)]
 
     def _take_statuses(
         self,
         job: str,
-        spec: JobSpec,
         writer: ChunkWriter,
         state: FollowState,
-        statuses: Any,
+        statuses: Iterable[tuple[int, ChunkStatus]],
     ) -> None:
+        ready = []
         for chunk, status in sorted(statuses):
             if chunk in state.written or chunk in state.failed or chunk in state.skipped:
                 continue
             if status.outcome is ChunkOutcome.DONE:
-                array = self._output_array(job, spec, chunk)
-                writer.write(spec.chunk_start(chunk), self.store.names(job, chunk), array)
-                state.written.add(chunk)
-                state.items += len(array)
+                ready.append(chunk)
             elif status.outcome is ChunkOutcome.FAILED:
                 state.failed[chunk] = status
             else:
                 state.skipped.add(chunk)
-
-    def _output_array(self, job: str, spec: JobSpec, chunk: int) -> np.ndarray:
-        raw = self.store.output(job, chunk)
-        count = spec.chunk_count(chunk)
-        dtype: np.dtype[Any] = np.dtype(np.uint8)
-        shape: tuple[int, ...] = (count, IMAGE_SIDE, IMAGE_SIDE)
-        if spec.op is Operation.ENCODE:
-            dtype, shape = np.dtype(np.float32), (count, spec.code_dim)
-        expected = int(np.prod(shape)) * dtype.itemsize
-        if raw is None or len(raw) != expected:
-            got = "nothing" if raw is None else f"{len(raw)} bytes"
-            raise JobError(
-                f"job {job} chunk {chunk}: output holds {got}, expected {expected} bytes "
-                "(expired or deleted?)"
-            )
-        return np.frombuffer(raw, dtype=dtype).reshape(shape)
+        spec = state.job_spec()
+        # A few chunks per round trip: fewer waits, memory still bounded by a few chunks.
+        for start in range(0, len(ready), FETCH_BATCH_CHUNKS):
+            batch = ready[start : start + FETCH_BATCH_CHUNKS]
+            for chunk, (raw, names) in zip(batch, self.store.outputs(job, batch), strict=True):
+                array = _output_array(job, spec, chunk, raw)
+                writer.write(spec.chunk_start(chunk), names, array)
+                state.written.add(chunk)
+                state.items += len(array)
 
     # -- the rest -----------------------------------------------------------------------------
 
@@ -247,6 +258,23 @@ class JobClient:
     def finish(self, job: str, keep: bool) -> None:
         """Mark the job's results collected; unless ``keep``, delete its data from Redis."""
         self.store.mark_collected(job, keep)
+
+
+def _output_array(job: str, spec: JobSpec, chunk: int, raw: bytes | None) -> np.ndarray:
+    """A finished chunk's output bytes as the array they encode, after checking their size."""
+    count = spec.chunk_count(chunk)
+    dtype: np.dtype[Any] = np.dtype(np.uint8)
+    shape: tuple[int, ...] = (count, IMAGE_SIDE, IMAGE_SIDE)
+    if spec.op is Operation.ENCODE:
+        dtype, shape = np.dtype(np.float32), (count, spec.code_dim)
+    expected = int(np.prod(shape)) * dtype.itemsize
+    if raw is None or len(raw) != expected:
+        got = "nothing" if raw is None else f"{len(raw)} bytes"
+        raise JobError(
+            f"job {job} chunk {chunk}: output holds {got}, expected {expected} bytes "
+            "(expired or deleted?)"
+        )
+    return np.frombuffer(raw, dtype=dtype).reshape(shape)
 
 
 def _raise_if_unsuccessful(job: str, spec: JobSpec, state: FollowState) -> None:

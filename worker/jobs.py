@@ -42,27 +42,54 @@ INDEX_KEY = "aeq:jobs"
 CANCEL_EVENT = b"cancel"
 _JOB_ID_BYTES = 6
 
+_TAKE_CHUNK = """
+-- KEYS: job hash, chunk statuses, input     ARGV: chunk index, now
+-- Returns nil if the job is gone, else {job hash fields, finished?, input or nil}; marks the
+-- job started when the chunk is about to run.
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+local finished = redis.call('HEXISTS', KEYS[2], ARGV[1])
+local data = false
+if finished == 0 and redis.call('HGET', KEYS[1], 'cancelled') ~= '1' then
+  data = redis.call('GET', KEYS[3])
+  redis.call('HSETNX', KEYS[1], 'started_at', ARGV[2])
+end
+return {redis.call('HGETALL', KEYS[1]), finished, data}
+"""
+
 _COMPLETE_CHUNK = """
--- KEYS: job hash, chunk statuses, input, output, events
--- ARGV: chunk index, status blob, output bytes, ttl, outcome, items, now
-if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return -1 end
-if redis.call('EXISTS', KEYS[1]) == 0 then return -2 end
+-- KEYS: job hash, chunk statuses, input, output, events, staged output (or '')
+-- ARGV: chunk index, status blob, ttl, outcome, items, now
+-- The output was SET under the staged key beforehand (no 400 KB script argument to copy); it
+-- is renamed into place, or dropped if the chunk had already finished.
+local function drop_staged() if KEYS[6] ~= '' then redis.call('DEL', KEYS[6]) end end
+if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then drop_staged() return -1 end
+if redis.call('EXISTS', KEYS[1]) == 0 then drop_staged() return -2 end
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
-redis.call('EXPIRE', KEYS[2], ARGV[4])
-if ARGV[5] == 'done' then
-  redis.call('SET', KEYS[4], ARGV[3], 'EX', ARGV[4])
-  redis.call('HINCRBY', KEYS[1], 'items_done', ARGV[6])
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+if ARGV[4] == 'done' then
+  redis.call('RENAME', KEYS[6], KEYS[4])
+  redis.call('HINCRBY', KEYS[1], 'items_done', ARGV[5])
 end
 redis.call('DEL', KEYS[3])
-redis.call('HINCRBY', KEYS[1], ARGV[5], 1)
+redis.call('HINCRBY', KEYS[1], ARGV[4], 1)
 local counts = redis.call('HMGET', KEYS[1], 'done', 'failed', 'skipped', 'chunks')
 local finished = (tonumber(counts[1]) or 0) + (tonumber(counts[2]) or 0)
   + (tonumber(counts[3]) or 0)
-if finished == tonumber(counts[4]) then redis.call('HSETNX', KEYS[1], 'finished_at', ARGV[7]) end
+if finished == tonumber(counts[4]) then redis.call('HSETNX', KEYS[1], 'finished_at', ARGV[6]) end
 redis.call('RPUSH', KEYS[5], ARGV[1])
-redis.call('EXPIRE', KEYS[5], ARGV[4])
+redis.call('EXPIRE', KEYS[5], ARGV[3])
 return finished
 """
+
+
+@dataclass(frozen=True)
+class TakenChunk:
+    """What a worker reads before running a chunk (one round trip)."""
+
+    spec: JobSpec
+    cancelled: bool
+    finished: bool
+    data: bytes | None  # None when finished, cancelled, or the input is gone
 
 
 class JobState(StrEnum):
@@ -202,6 +229,7 @@ class JobStore:
         self.client: Any = client
         self.ttl_s = ttl_s
         self._complete = self.client.register_script(_COMPLETE_CHUNK)
+        self._take = self.client.register_script(_TAKE_CHUNK)
 
     # -- keys ---------------------------------------------------------------------------------
 
@@ -276,6 +304,18 @@ class JobStore:
         """The item names of one chunk."""
         raw = self.client.hget(self._key(job, "names"), str(chunk))
         return [] if raw is None else list(msgpack.unpackb(raw))
+
+    def outputs(self, job: str, chunks: list[int]) -> list[tuple[bytes | None, list[str]]]:
+        """Output bytes and item names of several chunks, in one round trip."""
+        pipe = self.client.pipeline(transaction=False)
+        for chunk in chunks:
+            pipe.get(self.output_key(job, chunk))
+            pipe.hget(self._key(job, "names"), str(chunk))
+        replies = pipe.execute()
+        return [
+            (replies[i], [] if replies[i + 1] is None else list(msgpack.unpackb(replies[i + 1])))
+            for i in range(0, len(replies), 2)
+        ]
 
     def output(self, job: str, chunk: int) -> bytes | None:
         """The output bytes of a finished chunk (None once deleted or expired)."""
@@ -358,6 +398,13 @@ class JobStore:
         raw = self.client.hgetall(self._key(job, "chunks"))
         return {int(k): ChunkStatus.from_bytes(int(k), v) for k, v in raw.items()}
 
+    def statuses_of(self, job: str, chunks: list[int]) -> dict[int, ChunkStatus]:
+        """The statuses of the given chunks that have finished."""
+        if not chunks:
+            return {}
+        raw = self.client.hmget(self._key(job, "chunks"), [str(c) for c in chunks])
+        return {c: ChunkStatus.from_bytes(c, r) for c, r in zip(chunks, raw, strict=True) if r}
+
     def status(self, job: str, chunk: int) -> ChunkStatus | None:
         """One chunk's status, or None while it has not finished."""
         raw = self.client.hget(self._key(job, "chunks"), str(chunk))
@@ -365,46 +412,70 @@ class JobStore:
 
     # -- the worker's side --------------------------------------------------------------------
 
-    def worker_view(self, job: str) -> tuple[JobSpec, bool] | None:
-        """The job's spec and cancelled flag, or None if the job is gone."""
-        raw = self.client.hgetall(self.job_key(job))
-        if not raw or b"op" not in raw:
+    def take(self, job: str, chunk: int) -> TakenChunk | None:
+        """Read a job's spec and flags and the chunk's input, and mark the job started.
+
+        Returns None if the job is gone (expired, or never existed).
+        """
+        keys = [self.job_key(job), self._key(job, "chunks"), self.input_key(job, chunk)]
+        reply = self._take(keys=keys, args=[chunk, time.time()])
+        if reply is None:
             return None
-        fields = {k.decode(): v.decode() for k, v in raw.items()}
-        return _spec(fields), fields.get("cancelled") == "1"
+        raw, finished, data = reply
+        fields = {raw[i].decode(): raw[i + 1].decode() for i in range(0, len(raw), 2)}
+        if "op" not in fields:
+            return None
+        return TakenChunk(_spec(fields), fields.get("cancelled") == "1", bool(finished), data)
 
-    def is_finished(self, job: str, chunk: int) -> bool:
-        return bool(self.client.hexists(self._key(job, "chunks"), str(chunk)))
-
-    def input(self, job: str, chunk: int) -> bytes | None:
-        return self.client.get(self.input_key(job, chunk))
-
-    def mark_started(self, job: str) -> None:
-        self.client.hsetnx(self.job_key(job), "started_at", time.time())
-
-    def complete(self, job: str, status: ChunkStatus, output: bytes = b"") -> bool:
+    def complete(self, job: str, status: ChunkStatus, output: bytes | None = None) -> bool:
         """Finish a chunk atomically; False if it had already been finished (or the job is gone).
 
-        Stores ``output`` (for a done chunk), the status and the counters, deletes the input and
-        pushes the completion notice, all in one script run.
+        A done chunk's ``output`` is first stored under a staged key (pipelined, same round
+        trip); the script then renames it into place with the status and counters, deletes the
+        input and pushes the completion notice, all at once.
         """
+        staged = ""
+        if status.outcome is ChunkOutcome.DONE:
+            staged = f"{self.output_key(job, status.chunk)}:staged:{secrets.token_hex(4)}"
         keys = [
             self.job_key(job),
             self._key(job, "chunks"),
             self.input_key(job, status.chunk),
             self.output_key(job, status.chunk),
             self.events_key(job),
+            staged,
         ]
         args: list[bytes | str | int | float] = [
             status.chunk,
             status.to_bytes(),
-            output,
             self.ttl_s,
             status.outcome.value,
             status.items,
             time.time(),
         ]
-        return int(self._complete(keys=keys, args=args)) >= 0
+        try:
+            return self._run_complete(staged, output, keys, args)
+        except redis.exceptions.NoScriptError:  # the server lost its scripts (a restart)
+            self.client.script_load(_COMPLETE_CHUNK)
+            return self._run_complete(staged, output, keys, args)
+
+    def _run_complete(
+        self, staged: str, output: bytes | None, keys: list[str], args: list[Any]
+    ) -> bool:
+        # EVALSHA straight into the pipeline: redis-py's Script objects add a SCRIPT EXISTS
+        # round trip to every pipeline that uses them.
+        pipe = self.client.pipeline(transaction=False)
+        if staged:
+            pipe.set(staged, output or b"", ex=self.ttl_s)
+        pipe.evalsha(self._complete.sha, len(keys), *keys, *args)
+        return int(pipe.execute()[-1]) >= 0
+
+    def spec_of(self, job: str) -> JobSpec | None:
+        """A job's spec, or None if the job is gone."""
+        raw = self.client.hgetall(self.job_key(job))
+        if not raw or b"op" not in raw:
+            return None
+        return _spec({k.decode(): v.decode() for k, v in raw.items()})
 
 
 def _spec(fields: Mapping[str, str]) -> JobSpec:

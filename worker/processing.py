@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from common.errors import AeqError, PayloadError
 from common.settings import Settings
 from export.repository import ModelRepository, ModelVersion
 from worker.inference import Engine
-from worker.jobs import ChunkOutcome, ChunkStatus, JobSpec, JobStore
+from worker.jobs import ChunkOutcome, ChunkStatus, JobSpec, JobStore, TakenChunk
 from worker.protocol import ChunkMessage, decode_array, encode_array
 
 logger = logging.getLogger(__name__)
@@ -31,6 +31,14 @@ class WorkerContext:
     repository: ModelRepository
     engine: Engine
     hostname: str
+    _versions: dict[tuple[str, int], ModelVersion] = field(default_factory=dict)
+
+    def model_version(self, model: str, version: int) -> ModelVersion:
+        """A published model version, looked up once per process (versions never change)."""
+        key = (model, version)
+        if key not in self._versions:
+            self._versions[key] = self.repository.get(model, version)
+        return self._versions[key]
 
 
 def process_chunk(context: WorkerContext, data: Mapping[str, Any]) -> dict[str, Any]:
@@ -43,31 +51,27 @@ def process_chunk(context: WorkerContext, data: Mapping[str, Any]) -> dict[str, 
         message = ChunkMessage.from_wire(data)
     except PayloadError as error:
         return _reject_unparsable(context, data, str(error))
-    view = context.store.worker_view(message.job)
-    if view is None:
+    taken = context.store.take(message.job, message.chunk)
+    if taken is None:
         logger.warning("job %s is gone (expired or collected); chunk %d dropped", *_ids(message))
         return {"chunk": message.chunk, "state": "gone"}
-    spec, cancelled = view
-    if context.store.is_finished(message.job, message.chunk):
+    if taken.finished:
         logger.info("job %s chunk %d already finished; duplicate delivery ignored", *_ids(message))
         return {"chunk": message.chunk, "state": "duplicate"}
-    if cancelled:
+    if taken.cancelled:
         return _finish(context, message, ChunkOutcome.SKIPPED, "job cancelled")
     try:
-        return _run(context, message, spec)
-    except PayloadError as error:
-        return _finish(context, message, ChunkOutcome.FAILED, str(error))
-    except AeqError as error:
+        return _run(context, message, taken)
+    except AeqError as error:  # PayloadError, ModelError, ProviderError: the chunk's own fault
         return _finish(context, message, ChunkOutcome.FAILED, str(error))
     except Exception as error:  # noqa: BLE001 - the job must finish whatever ONNX Runtime raised
         logger.exception("job %s chunk %d failed", *_ids(message))
         return _finish(context, message, ChunkOutcome.FAILED, f"{type(error).__name__}: {error}")
 
 
-def _run(context: WorkerContext, message: ChunkMessage, spec: JobSpec) -> dict[str, Any]:
-    version = _check_against_job(context, message, spec)
-    items = decode_array(message, context.store.input(message.job, message.chunk))
-    context.store.mark_started(message.job)
+def _run(context: WorkerContext, message: ChunkMessage, taken: TakenChunk) -> dict[str, Any]:
+    version = _check_against_job(context, message, taken.spec)
+    items = decode_array(message, taken.data)
     result = context.engine.run(version, message.op, items)
     status = ChunkStatus(
         chunk=message.chunk,
@@ -100,7 +104,7 @@ def _check_against_job(
             f"chunk {message.chunk} with {message.count} items does not fit job {message.job} "
             f"({spec.total} items in chunks of {spec.chunk_size})"
         )
-    version = context.repository.get(message.model, message.version)
+    version = context.model_version(message.model, message.version)
     message.check_layout(version.code_dim)
     return version
 
@@ -129,14 +133,14 @@ def _reject_unparsable(
     logger.warning("refused chunk message %r: %s", _abbreviate(data), reason)
     if isinstance(job, str) and isinstance(chunk, int) and not isinstance(chunk, bool):
         try:
-            view = context.store.worker_view(job)
+            spec = context.store.spec_of(job)
         except Exception:  # noqa: BLE001 - a malformed job id may not even form a valid key
-            view = None
-        if view is not None and 0 <= chunk < view[0].chunks:
+            spec = None
+        if spec is not None and 0 <= chunk < spec.chunks:
             status = ChunkStatus(
                 chunk=chunk,
                 outcome=ChunkOutcome.FAILED,
-                items=view[0].chunk_count(chunk),
+                items=spec.chunk_count(chunk),
                 reason=f"bad message: {reason}",
                 worker=context.hostname,
             )

@@ -24,6 +24,10 @@ def done(chunk: int, items: int = 4) -> ChunkStatus:
     return ChunkStatus(chunk, ChunkOutcome.DONE, items, provider="CPUExecutionProvider", worker="w")
 
 
+def stored_input(store: JobStore, job: str, chunk: int) -> bytes | None:
+    return store.client.get(store.input_key(job, chunk))
+
+
 def queue_all(store: JobStore, job: str, job_spec: JobSpec) -> None:
     for chunk in range(job_spec.chunks):
         count = job_spec.chunk_count(chunk)
@@ -49,7 +53,13 @@ def test_state_follows_the_chunks(store):
     job_spec = spec()
     job = store.create(job_spec)
     queue_all(store, job, job_spec)
-    store.mark_started(job)
+    taken = store.take(job, 0)
+    assert (taken.spec, taken.cancelled, taken.finished, taken.data) == (
+        job_spec,
+        False,
+        False,
+        b"xxxx",
+    )
     assert store.get(job).state is JobState.RUNNING
     for chunk in range(job_spec.chunks):
         assert store.complete(job, done(chunk, job_spec.chunk_count(chunk)), b"out")
@@ -98,9 +108,9 @@ def test_completion_moves_input_to_output_in_one_step(store):
     job_spec = spec()
     job = store.create(job_spec)
     queue_all(store, job, job_spec)
-    assert store.input(job, 1) == b"xxxx"
+    assert stored_input(store, job, 1) == b"xxxx"
     store.complete(job, done(1), b"result")
-    assert store.input(job, 1) is None
+    assert stored_input(store, job, 1) is None
     assert store.output(job, 1) == b"result"
     assert store.status(job, 1).outcome is ChunkOutcome.DONE
     assert store.wait_event(job, 0.1) == b"1"
@@ -132,7 +142,7 @@ def test_cancel_drops_queued_inputs_and_wakes_followers(store):
     assert store.cancel(job) == 2
     record = store.get(job)
     assert record.state is JobState.CANCELLED
-    assert store.input(job, 1) is None and store.input(job, 2) is None
+    assert stored_input(store, job, 1) is None and stored_input(store, job, 2) is None
     assert store.client.lrange(store.events_key(job), 0, -1) == [b"0", b"cancel"]
 
 
@@ -168,3 +178,39 @@ def test_recent_jobs_are_newest_first(store):
 def test_unknown_job_says_so(store):
     with pytest.raises(JobNotFoundError, match="no job 'feedfacecafe'"):
         store.get("feedfacecafe")
+
+
+def test_take_reports_finished_and_cancelled_chunks_without_their_input(store):
+    job_spec = spec()
+    job = store.create(job_spec)
+    queue_all(store, job, job_spec)
+    store.complete(job, done(0), b"out")
+    finished = store.take(job, 0)
+    assert finished.finished and finished.data is None
+    store.cancel(job)
+    cancelled = store.take(job, 1)
+    assert cancelled.cancelled and not cancelled.finished and cancelled.data is None
+
+
+def test_take_of_a_vanished_job_creates_nothing(store):
+    assert store.take("00000000dead", 0) is None
+    assert store.client.keys("aeq:*") == []
+
+
+def test_a_duplicate_completion_leaves_no_staged_output_behind(store):
+    job_spec = spec()
+    job = store.create(job_spec)
+    queue_all(store, job, job_spec)
+    store.complete(job, done(0), b"first")
+    store.complete(job, done(0), b"second")
+    assert store.client.keys("*staged*") == []
+    assert store.output(job, 0) == b"first"
+
+
+def test_completion_survives_a_server_that_forgot_its_scripts(store):
+    job_spec = spec()
+    job = store.create(job_spec)
+    queue_all(store, job, job_spec)
+    store.client.script_flush()
+    assert store.complete(job, done(0), b"out")
+    assert store.output(job, 0) == b"out"

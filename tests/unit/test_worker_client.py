@@ -94,7 +94,7 @@ def test_submit_stores_chunks_and_sends_small_msgpack_messages(settings, reposit
     messages = queued_messages(redis_client)
     assert [m["chunk"] for m in messages] == [0, 1, 2]
     assert [m["count"] for m in messages] == [4, 4, 2]
-    assert client.store.input(job, 2) == images[8:].tobytes()
+    assert client.store.client.get(client.store.input_key(job, 2)) == images[8:].tobytes()
     assert client.store.names(job, 2) == ["item8", "item9"]
     assert client.record(job).queued == 3
 
