@@ -33,6 +33,9 @@ MAX_SOURCE_PIXELS = 8192 * 8192
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
 _SIXTEEN_BIT_STEP = 257  # 65535 / 255
 _OPAQUE = 255
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_JPEG_SIGNATURE = b"\xff\xd8\xff"
+_BMP_SIGNATURE = b"BM"
 
 
 def decode_image(path: Path, resize: bool) -> np.ndarray:
@@ -54,6 +57,8 @@ def decode_image(path: Path, resize: bool) -> np.ndarray:
     except Image.DecompressionBombError:
         raise InputError(f"{path} is too large to be a digit image") from None
     except Image.UnidentifiedImageError:
+        if _has_known_signature(path):
+            raise InputError(f"{path} is corrupt or truncated: its header is incomplete") from None
         raise InputError(f"{path} is not a PNG, JPEG or BMP image") from None
     except OSError as error:
         if error.errno is None:  # Pillow's own decoding errors carry no errno
@@ -136,6 +141,16 @@ def _refuse_huge(image: Image.Image, path: Path) -> None:
     width, height = image.size
     if width * height > MAX_SOURCE_PIXELS:
         raise InputError(f"{path} is {width}x{height} pixels, too large to be a digit image")
+
+
+def _has_known_signature(path: Path) -> bool:
+    """Whether a file Pillow could not identify starts like a PNG, JPEG or BMP (so it is broken)."""
+    try:
+        with path.open("rb") as stream:
+            head = stream.read(len(_PNG_SIGNATURE))
+    except OSError:
+        return False
+    return head.startswith((_PNG_SIGNATURE, _JPEG_SIGNATURE, _BMP_SIGNATURE))
 
 
 def _describe(error: Exception) -> str:

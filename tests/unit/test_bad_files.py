@@ -62,6 +62,12 @@ def test_png_with_a_broken_chunk_checksum(tmp_path: Path) -> None:
     assert str(path) in refused([path], r"corrupt or truncated: .*checksum")
 
 
+@pytest.mark.parametrize("length", [10, 20, 40])
+def test_png_cut_inside_its_header(tmp_path: Path, length: int) -> None:
+    (tmp_path / "stub.png").write_bytes(_png_bytes()[:length])
+    refused([tmp_path / "stub.png"], r"stub\.png is corrupt or truncated")
+
+
 def test_truncated_jpeg(tmp_path: Path) -> None:
     Image.fromarray(digits(1)[0]).save(tmp_path / "full.jpg")
     data = (tmp_path / "full.jpg").read_bytes()
