@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +14,8 @@ from helpers import noisy, psnr, read_codes, read_png_folder, reference_run, to_
 from common.catalog import MODELS, Graph
 
 pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
 
 DENOISE_ITEMS = 2000
 
@@ -139,3 +144,24 @@ def _job_id(service) -> str:
     listed = json.loads(service.aeq("jobs", "--json").stdout)
     assert len(listed) == 1
     return listed[0]["job"]
+
+
+def test_prefork_worker_serves_and_answers_the_healthcheck(service, mnist, tmp_path):
+    np.save(tmp_path / "digits.npy", mnist.test_images[:400])
+    worker = service.start_worker("pool", "--concurrency", "2")
+
+    result = service.aeq(
+        "reconstruct", str(tmp_path / "digits.npy"), "-o", str(tmp_path / "out.npy"),
+        "--chunk-size", "50",
+    )  # fmt: skip
+    ping = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "worker.app", "inspect", "ping",
+         "-d", "pool@test", "--timeout", "10"],
+        capture_output=True, text=True, env=service.env, cwd=ROOT, timeout=60,
+    )  # fmt: skip
+
+    assert result.returncode == 0, result.stderr
+    assert "prefork" in worker.text() and "concurrency: 2" in worker.text()
+    assert ping.returncode == 0 and "pong" in ping.stdout, ping.stdout + ping.stderr
+    # The children made their sessions after the fork, with the thread count the fixture set.
+    assert "1 intra-op threads" in worker.text()
