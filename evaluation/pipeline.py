@@ -10,7 +10,8 @@ import shutil
 import subprocess
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -125,8 +126,10 @@ def measure_and_draw(
     folder: Path, models: Sequence[ServedModel], data: EvalData, options: Options
 ) -> dict[str, Any]:
     """Compute every section's numbers, draw the figures into ``folder``, return the metrics."""
-    pca = PcaBaseline(data.train_images, experiments.pca_sizes(models), options.seed)
-    outputs = experiments.run_models(models, data)
+    timings: dict[str, float] = {}
+    with _timed(timings, "models_and_pca"):
+        pca = PcaBaseline(data.train_images, experiments.pca_sizes(models), options.seed)
+        outputs = experiments.run_models(models, data)
     metrics: dict[str, Any] = {
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": options.command,
@@ -137,17 +140,31 @@ def measure_and_draw(
             "test_images": len(data.test_images),
         },
         "models": {model.name: model_info(model) for model in models},
-        "reconstruction": experiments.reconstruction(outputs, pca, data),
-        "denoising": experiments.denoising(outputs, pca, data, seed=options.seed),
-        "sparsity": experiments.sparsity_section(outputs),
-        "features": experiments.features(outputs, pca, data),
     }
+    sections = {
+        "reconstruction": lambda: experiments.reconstruction(outputs, pca, data),
+        "denoising": lambda: experiments.denoising(outputs, pca, data, seed=options.seed),
+        "sparsity": lambda: experiments.sparsity_section(outputs),
+        "features": lambda: experiments.features(outputs, pca, data),
+    }
+    for name, compute in sections.items():
+        with _timed(timings, name):
+            metrics[name] = compute()
     points = QUICK_MAP_POINTS if options.quick else embedding.MAP_POINTS
-    metrics["maps"] = draw_figures(folder, outputs, pca, data, metrics, points, options.seed)
+    with _timed(timings, "figures"):
+        metrics["maps"] = draw_figures(folder, outputs, pca, data, metrics, points, options.seed)
     metrics["claims"] = [claim.as_dict() for claim in read_claims(metrics)]
     metrics["notes"] = notes(metrics)
     metrics["figures"] = sorted(path.name for path in folder.glob("*.png"))
+    metrics["timings_s"] = timings
     return metrics
+
+
+@contextmanager
+def _timed(timings: dict[str, float], key: str) -> Iterator[None]:
+    started = time.monotonic()
+    yield
+    timings[key] = round(time.monotonic() - started, 1)
 
 
 def model_info(model: ServedModel) -> dict[str, Any]:
@@ -232,9 +249,10 @@ def notes(metrics: Mapping[str, Any]) -> list[str]:
         "10·log10(1 / MSE), so the PSNR and MSE columns agree.",
         "SSIM is scikit-image's structural_similarity (7x7 uniform window, data range 1) per "
         "image, averaged over the test images.",
-        "PCA (scikit-learn, full SVD) is fitted on the same training images the models were "
-        f"evaluated against ({metrics['data']['train_images']}); its reconstructions are clipped "
-        "to [0, 1] like the models' sigmoid outputs (this can only help PCA).",
+        f"PCA (scikit-learn, full SVD) is fitted on the {metrics['data']['train_images']} "
+        "training images of the evaluation data (the models trained on these less their "
+        "validation split); its reconstructions are clipped to [0, 1] like the models' sigmoid "
+        "outputs, which can only help PCA.",
         "The denoising model's code is 7x7x32 = 1568 values, twice the 784 pixels: no same-size "
         "PCA exists (784 components reconstruct exactly), so it is compared with PCA-64/128 for "
         "scale and judged on denoising.",
