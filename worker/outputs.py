@@ -58,8 +58,8 @@ _COPY_BLOCK_BYTES = 4 * 1024 * 1024
 FSYNC_THREADS = 16
 # (compression, level) per main array: images shrink ~4x at level 1, float codes barely do.
 _NPZ_COMPRESSION: dict[str, tuple[int, int | None]] = {
-    "images": (zipfile.ZIP_DEFLATED, 1),
-    "codes": (zipfile.ZIP_STORED, None),
+    IMAGES_KEY: (zipfile.ZIP_DEFLATED, 1),
+    NPZ_CODES_KEY: (zipfile.ZIP_STORED, None),
 }
 
 
