@@ -231,3 +231,23 @@ def test_require_gpu_refuses_to_start_on_a_cpu_host(service):
     assert "--require-gpu" in result.stderr and "not CUDA" in result.stderr
     cpu_only = service.aeq("worker", "--require-gpu", env={"AEQ_PROVIDERS": "cpu"})
     assert cpu_only.returncode != 0 and "does not ask for CUDA" in cpu_only.stderr
+
+
+def test_ctrl_c_while_waiting_says_how_to_resume(service, mnist, tmp_path):
+    np.save(tmp_path / "digits.npy", mnist.test_images[:200])
+    waiting = service.popen("denoise", str(tmp_path / "digits.npy"), "-o", str(tmp_path / "out"))
+    job = wait_for(
+        lambda: [j["job"] for j in jobs_json(service) if j["chunks"]["queued"] == 1],
+        what="the job to be queued",
+    )[0]
+
+    waiting.send_signal(signal.SIGINT)
+    _, stderr = waiting.communicate(timeout=60)
+
+    assert waiting.returncode == 130
+    assert f"aeq results {job} -o {tmp_path / 'out'}" in stderr
+    assert not (tmp_path / "out").exists()
+    service.start_worker("one")
+    resumed = service.aeq("results", job, "-o", str(tmp_path / "out"))
+    assert resumed.returncode == 0, resumed.stderr
+    assert len(list((tmp_path / "out").glob("*.png"))) == 200
