@@ -23,7 +23,7 @@ from common.noise import add_noise
 from evaluation.baselines import MEDIAN_WINDOW_PX, PcaBaseline, median_filter
 from evaluation.dataset import EvalData
 from evaluation.metrics import mean_ssim, mse, psnr_from_mse, sparsity
-from evaluation.served import ServedModel
+from evaluation.served import ServedModel, quantized
 
 # The noise factors of the denoising table (standard deviation of the added Gaussian noise).
 NOISE_FACTORS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
@@ -128,14 +128,15 @@ def denoising(
     """Section 2: PSNR/SSIM against the clean test images of every method, per noise factor.
 
     The noise is ``common.noise.add_noise`` (the training corruption), drawn from a generator
-    seeded by ``(seed, factor)`` so each factor's noisy images are reproducible on their own.
+    seeded by ``(seed, factor)`` so each factor's noisy images are reproducible on their own,
+    and rounded to 8 bits as an image file would hold it; every method gets the same images.
     PCA's best size is chosen per factor on noisy *training* images, never on the test set.
     """
     methods: dict[str, dict[str, list[float]]] = {}
     best_sizes = []
     for factor in factors:
         rng = noise_rng(seed, factor)
-        noisy = add_noise(data.test_images, rng, factor)
+        noisy = quantized(add_noise(data.test_images, rng, factor))
         best = best_pca_size(pca, data.train_images, rng, factor)
         best_sizes.append(best)
         for method, estimate in denoisers(outputs, pca, noisy, best).items():

@@ -27,8 +27,9 @@ from evaluation import embedding, experiments, figures, report
 from evaluation.baselines import MEDIAN_WINDOW_PX, PcaBaseline, median_filter
 from evaluation.claims import read_claims
 from evaluation.dataset import EvalData, load_eval_data
-from evaluation.served import ServedModel, load
+from evaluation.served import ServedModel, load, quantized
 from export.repository import ModelRepository
+from worker.inference import Engine
 
 # --quick: enough images for every number to be computed, few enough for a test or a smoke run.
 QUICK_TRAIN_IMAGES = 1000
@@ -106,7 +107,8 @@ def evaluate(
     started = time.monotonic()
     if out.exists() and not options.overwrite:
         raise OutputExistsError(f"{out} exists; pass --overwrite or choose another --out")
-    models = [load(repository, name) for name in model_names(repository, model)]
+    engine = Engine(settings)
+    models = [load(repository, name, settings, engine) for name in model_names(repository, model)]
     limits = (QUICK_TRAIN_IMAGES, QUICK_TEST_IMAGES) if options.quick else (None, None)
     eval_data = load_eval_data(data, settings, *limits)
     staging = out.parent / f".{out.name}.staging-{uuid.uuid4().hex[:8]}"
@@ -176,6 +178,7 @@ def model_info(model: ServedModel) -> dict[str, Any]:
         "code_dim": model.code_dim,
         "code_dims": list(config.get("code_dims", [model.code_dim])),
         "noisy_input": model.noisy_input,
+        "providers": sorted(model.providers),
         "training": {key: training[key] for key in TRAINING_KEYS if key in training},
     }
 
@@ -229,8 +232,8 @@ def draw_denoising_examples(
 ) -> None:
     """The grid of clean / noisy / denoised images at the training noise (0.5)."""
     # Redraw the table's noise for this factor, then keep the picked images.
-    noisy = add_noise(data.test_images, experiments.noise_rng(seed, NOISE_FACTOR), NOISE_FACTOR)
-    noisy = noisy[picks]
+    rng = experiments.noise_rng(seed, NOISE_FACTOR)
+    noisy = quantized(add_noise(data.test_images, rng, NOISE_FACTOR))[picks]
     best_k = denoising["pca_best_components"][denoising["factors"].index(NOISE_FACTOR)]
     rows = [("test image", data.test_images[picks]), (f"noisy ({NOISE_FACTOR})", noisy)]
     rows += [(name, out.model.reconstruct(noisy)) for name, out in outputs.items()]
@@ -242,9 +245,14 @@ def draw_denoising_examples(
 
 def notes(metrics: Mapping[str, Any]) -> list[str]:
     """How the numbers are made, for the report's last section."""
+    in_use = {p for info in metrics["models"].values() for p in info["providers"]}
+    providers = ", ".join(sorted(in_use)) or "none"
     return [
-        "Every model is run from its published ONNX graphs (sha256-checked) with ONNX Runtime's "
-        "CPU provider: the bytes the service serves.",
+        "Every model runs through the service's own inference engine (worker.inference.Engine): "
+        "uint8 pixels in, the published ONNX graph (sha256-checked) in ONNX Runtime, uint8 "
+        f"pixels out; execution provider(s): {providers}.",
+        "Noisy images are rounded to 8 bits, as an image file holds them; every method in the "
+        "denoising table gets these same images.",
         "MSE is the mean over all pixels of all test images (pixels in [0, 1]); PSNR = "
         "10·log10(1 / MSE), so the PSNR and MSE columns agree.",
         "SSIM is scikit-image's structural_similarity (7x7 uniform window, data range 1) per "

@@ -1,44 +1,56 @@
-"""The published models, run the way the service runs them: ONNX Runtime on the repository's
-sha256-checked graphs.
+"""The published models, run through the service's own inference path.
 
-Only ONNX Runtime is imported (inside ``load``), never TensorFlow, so the report measures exactly
-the bytes a worker would serve.
+Every image goes through ``worker.inference.Engine.run``, the code path workers, local mode and
+the benchmarks share: uint8 pixels in, the sha256-checked ONNX graph in ONNX Runtime, uint8
+pixels (or float32 codes) out. The report therefore measures exactly what a user of the service
+gets back, 8-bit rounding included. Only ONNX Runtime is loaded, never TensorFlow.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from common.catalog import IMAGE_SIDE, IMAGE_TENSOR, Graph, model_spec
+from common.catalog import Operation, model_spec
+from common.settings import Settings
 from export.repository import ModelRepository, ModelVersion
+from worker.inference import Engine
 
-# Images per ONNX Runtime call: large enough to keep both cores busy, small enough that the
-# denoising net's activations (32 x 28 x 28 floats per image) stay around 100 MB.
-BATCH_SIZE = 1000
-# The evaluation runs on the CPU on purpose: it is the reference measurement, and the
-# CPU provider gives the same numbers on every machine.
-PROVIDERS = ("CPUExecutionProvider",)
+# Images per Engine.run call: the denoising net's activations (32 x 28 x 28 floats per image)
+# stay around 100 MB at this size, and both cores stay busy.
+CHUNK_IMAGES = 1000
+# uint8 pixels run from 0 to 255.
+PIXEL_MAX = 255.0
+
+
+def to_pixels(images: np.ndarray) -> np.ndarray:
+    """Float images in [0, 1] as the uint8 pixels a user would store (rounded, clipped)."""
+    return np.rint(np.clip(images, 0.0, 1.0) * PIXEL_MAX).astype(np.uint8)
+
+
+def quantized(images: np.ndarray) -> np.ndarray:
+    """Float images rounded to the 256 levels an 8-bit image file holds, as float32 in [0, 1]."""
+    return to_pixels(images).astype(np.float32) / PIXEL_MAX
 
 
 @dataclass
 class ServedModel:
-    """One published model version with ONNX Runtime sessions for its graphs.
+    """One published model version and the engine that runs it.
 
     Attributes:
         name: catalogue name (``vanilla``…).
         version: the repository entry it was loaded from.
-        input_dims: one image's shape at the graphs' input, batch excluded.
-        sessions: an ONNX Runtime session per graph used (autoencoder, encoder).
+        engine: the inference engine (one ONNX Runtime session per graph, made on first use).
+        providers: execution providers that ran each operation, as reported by the engine.
     """
 
     name: str
     version: ModelVersion
-    input_dims: tuple[int, ...]
-    sessions: Mapping[Graph, Any]
+    engine: Engine
+    providers: set[str] = field(default_factory=set)
 
     @property
     def label(self) -> str:
@@ -61,50 +73,42 @@ class ServedModel:
         return bool(self.config.get("noisy_input", model_spec(self.name).noisy_input))
 
     def reconstruct(self, images: np.ndarray) -> np.ndarray:
-        """Run the autoencoder graph; ``images`` and the result are float32 (N, 28, 28)."""
-        output = self._run(Graph.AUTOENCODER, self._shaped(images))
-        return output.reshape(len(output), IMAGE_SIDE, IMAGE_SIDE)
+        """Reconstruct float images in [0, 1] (sent as uint8); returns float32 (N, 28, 28)."""
+        pixels = self._run(Operation.RECONSTRUCT, to_pixels(images))
+        return pixels.astype(np.float32) / PIXEL_MAX
 
     def encode(self, images: np.ndarray) -> np.ndarray:
-        """Run the encoder graph; returns the flat codes, float32 (N, code_dim)."""
-        return self._run(Graph.ENCODER, self._shaped(images)).reshape(len(images), -1)
+        """Encode float images in [0, 1] (sent as uint8); returns float32 (N, code_dim)."""
+        return self._run(Operation.ENCODE, to_pixels(images))
 
-    def _shaped(self, images: np.ndarray) -> np.ndarray:
-        array = np.asarray(images, dtype=np.float32)
-        return array.reshape(len(array), *self.input_dims)
-
-    def _run(self, graph: Graph, inputs: np.ndarray) -> np.ndarray:
-        session = self.sessions[graph]
-        input_name = session.get_inputs()[0].name
-        outputs = [
-            session.run(None, {input_name: inputs[start : start + BATCH_SIZE]})[0]
-            for start in range(0, len(inputs), BATCH_SIZE)
-        ]
-        return np.concatenate(outputs).astype(np.float32, copy=False)
+    def _run(self, op: Operation, items: np.ndarray) -> np.ndarray:
+        items = items.reshape(len(items), 28, 28)
+        parts = []
+        for start in range(0, len(items), CHUNK_IMAGES):
+            result = self.engine.run(self.version, op, items[start : start + CHUNK_IMAGES])
+            self.providers.add(result.provider)
+            parts.append(result.array)
+        return np.concatenate(parts)
 
 
-def load(repository: ModelRepository, name: str, version: int | None = None) -> ServedModel:
-    """Load a published model's autoencoder and encoder graphs into ONNX Runtime sessions.
+def load(
+    repository: ModelRepository, name: str, settings: Settings, engine: Engine | None = None
+) -> ServedModel:
+    """Look up a published model; its graphs load (sha256-checked) on first use.
+
+    Args:
+        repository: the model repository.
+        name: catalogue name.
+        settings: supplies the execution providers (``AEQ_PROVIDERS``) and thread count.
+        engine: share one engine between models (default: a new one for this model).
 
     Raises:
-        ModelNotFoundError: the model or version is not published.
+        ModelNotFoundError: the model is not published.
         IntegrityError: a graph's bytes do not match their recorded sha256.
-        RepositoryError: a graph does not use aeq's tensor names.
     """
-    import onnxruntime
-
-    from common.errors import RepositoryError
-
-    published = repository.get(name, version)
-    sessions = {}
-    for graph in (Graph.AUTOENCODER, Graph.ENCODER):
-        options = onnxruntime.SessionOptions()
-        options.log_severity_level = 3  # warnings about unused initialisers are not for users
-        session = onnxruntime.InferenceSession(
-            published.read_verified(graph), options, providers=list(PROVIDERS)
-        )
-        if session.get_inputs()[0].name != IMAGE_TENSOR:
-            raise RepositoryError(f"{published.label} {graph} graph does not take '{IMAGE_TENSOR}'")
-        sessions[graph] = session
-    dims = tuple(int(d) for d in published.config.get("input_dims", model_spec(name).input_dims))
-    return ServedModel(name, published, dims, sessions)
+    published = repository.get(name)
+    engine = engine if engine is not None else Engine(settings)
+    # Load (and sha256-check) the graphs now, so a tampered model fails before any measuring.
+    for op in (Operation.RECONSTRUCT, Operation.ENCODE):
+        engine.graph(published, op.graph)
+    return ServedModel(name, published, engine)
