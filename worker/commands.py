@@ -178,7 +178,8 @@ def _run(
 
     if source.total == 0:
         raise UsageError("the inputs hold no images")
-    submission = Submission(op, version, source, chunk_size, output=str(output or ""))
+    remembered = str(output.resolve()) if output is not None else ""
+    submission = Submission(op, version, source, chunk_size, output=remembered)
     if no_wait:
         if not settings.broker_url:
             raise UsageError("--no-wait needs a broker: set AEQ_BROKER_URL")

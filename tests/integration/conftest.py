@@ -207,7 +207,11 @@ class Service:
         return worker
 
     def aeq(
-        self, *args: str, env: dict[str, str] | None = None, timeout: float = COMMAND_TIMEOUT_S
+        self,
+        *args: str,
+        env: dict[str, str] | None = None,
+        timeout: float = COMMAND_TIMEOUT_S,
+        cwd: Path = ROOT,
     ) -> subprocess.CompletedProcess[str]:
         """Run ``aeq ARGS`` as a user would; the result has returncode, stdout, stderr."""
         return subprocess.run(
@@ -216,7 +220,7 @@ class Service:
             text=True,
             timeout=timeout,
             env={**self.env, **(env or {})},
-            cwd=ROOT,
+            cwd=cwd,
         )
 
     def popen(self, *args: str) -> subprocess.Popen[str]:

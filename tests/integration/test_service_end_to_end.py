@@ -165,3 +165,15 @@ def test_prefork_worker_serves_and_answers_the_healthcheck(service, mnist, tmp_p
     assert ping.returncode == 0 and "pong" in ping.stdout, ping.stdout + ping.stderr
     # The children made their sessions after the fork, with the thread count the fixture set.
     assert "1 intra-op threads" in worker.text()
+
+
+def test_results_default_to_the_output_given_at_submission(service, mnist, tmp_path):
+    np.save(tmp_path / "digits.npy", mnist.test_images[:32])
+    service.start_worker("one")
+    queued = service.aeq("denoise", "digits.npy", "-o", "later.npy", "--no-wait", cwd=tmp_path)
+    job = queued.stdout.strip()
+
+    collected = service.aeq("results", job)  # from another folder: the path was made absolute
+
+    assert collected.returncode == 0, collected.stderr
+    assert np.load(tmp_path / "later.npy").shape == (32, 28, 28)
