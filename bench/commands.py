@@ -1,7 +1,112 @@
-"""Commands of this stage (being written)."""
+"""``aeq bench``: measure the engines, the service, latency, memory and arithmetic; write a report.
+
+TensorFlow, ONNX Runtime and Celery are imported inside the command. Scratch data (the models'
+repository, input arrays, Redis's files) lives in a temporary folder deleted afterwards; the
+report goes to ``--out`` (default ``bench/results/<timestamp>/``, git-ignored).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.console import Console
+
+from common.catalog import MODELS
+from common.errors import UsageError
+
+if TYPE_CHECKING:
+    from bench.suite import BenchConfig
+
+RESULTS_FOLDER = Path("bench") / "results"
+# TensorFlow's C++ logging level: 2 hides its INFO and WARNING lines (set before importing it).
+TF_LOG_LEVEL = "2"
+
+_stdout = Console(highlight=False, soft_wrap=True)
+_stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:
-    """Add this stage's commands to the aeq app."""
+    """Add ``aeq bench`` to the aeq app."""
+    app.command("bench")(bench)
+
+
+def parse_list(text: str | None, allowed: tuple[str, ...], what: str) -> tuple[str, ...] | None:
+    """A comma-separated choice list, checked against ``allowed`` (None if not given)."""
+    if text is None:
+        return None
+    chosen = tuple(part.strip() for part in text.split(",") if part.strip())
+    unknown = [name for name in chosen if name not in allowed]
+    if unknown or not chosen:
+        raise UsageError(f"unknown {what} {', '.join(unknown) or '(none)'}; choose from "
+                         f"{', '.join(allowed)}")  # fmt: skip
+    return tuple(name for name in allowed if name in chosen)
+
+
+def bench(
+    quick: Annotated[
+        bool, typer.Option(help="Small sizes and few repeats (< 1 min): checks the harness.")
+    ] = False,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Report folder (default bench/results/<timestamp>/).", show_default=False
+        ),
+    ] = None,
+    models: Annotated[
+        str | None,
+        typer.Option(
+            help=f"Comma-separated models (default: all; --quick: vanilla). "
+            f"Of: {', '.join(MODELS)}."
+        ),
+    ] = None,  # fmt: skip
+    sections: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated sections (default all): engine, service, latency, memory, flops."
+        ),
+    ] = None,  # fmt: skip
+    repository: Annotated[
+        Path | None,
+        typer.Option(
+            help="Serve ONNX graphs from this repository (default: untrained models "
+            "converted here; speed does not depend on the weights)."
+        ),
+    ] = None,  # fmt: skip
+) -> None:
+    """Benchmark inference engines, the service, latency, memory and FLOPs; write a report."""
+    from bench.suite import FULL, QUICK, SECTIONS
+
+    config = QUICK if quick else FULL
+    chosen_models = parse_list(models, tuple(MODELS), "model")
+    chosen_sections = parse_list(sections, SECTIONS, "section")
+    if repository is not None and not repository.is_dir():
+        raise UsageError(f"--repository {repository} is not a folder")
+    config = replace(
+        config,
+        models=chosen_models or config.models,
+        sections=chosen_sections or config.sections,
+        repository=repository,
+    )
+    folder = out or RESULTS_FOLDER / time.strftime("%Y%m%d-%H%M%S")
+    _run(config, folder)
+
+
+def _run(config: BenchConfig, folder: Path) -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", TF_LOG_LEVEL)
+    from bench import report, targets
+    from bench.suite import run_suite
+
+    sections, names = ", ".join(config.sections), ", ".join(config.models)
+    _stderr.print(f"aeq bench: sections {sections}; models {names}; report in {folder}")
+    with tempfile.TemporaryDirectory(prefix="aeq-bench-") as scratch:
+        results = run_suite(config, Path(scratch))
+    results["verdicts"] = targets.verdicts(results["results"])
+    json_path, markdown_path = report.write(results, folder)
+    _stdout.print(markdown_path.read_text())
+    _stderr.print(f"report: {markdown_path} and {json_path}")

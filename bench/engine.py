@@ -1,0 +1,178 @@
+"""Section 1, inference engines: TensorFlow's paths against ONNX Runtime on the same inputs.
+
+Per model and batch size, in one process on the same float32 inputs, measured round-robin
+(``bench.timing``): Keras ``predict``, a direct Keras call, a ``tf.function`` (and the same with
+XLA), ONNX Runtime's default session, the worker's session (``worker.inference.Engine``, the one
+the service runs) and the tuned session. Every path returns a NumPy array, as the service needs.
+
+The tuned session comes from a sweep of session options (``bench.sessions``) at the sweep batch
+sizes: each option varied alone around the default, then the best values together; the fastest
+configuration at the largest batch is "tuned". The report says which options helped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from bench.data import Images
+from bench.models import BenchModel
+from bench.sessions import OrtConfig, combine_best, one_factor_configs
+from bench.timing import Plan, Rate, compare
+from common.catalog import Graph
+from common.settings import load_settings
+
+TF_ENGINES = ("keras_predict", "keras_call", "tf_function", "tf_function_xla")
+ORT_DEFAULT = "ort_default"
+ORT_WORKER = "ort_worker"
+ORT_TUNED = "ort_tuned"
+ORT_ENGINES = (ORT_DEFAULT, ORT_WORKER, ORT_TUNED)
+PARITY_ITEMS = 64
+
+
+def tensorflow_paths(model: Any) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
+    """Keras ``predict``, a direct call, a ``tf.function`` and an XLA ``tf.function``."""
+    import tensorflow as tf
+
+    signature = [tf.TensorSpec((None, *model.input_shape[1:]), tf.float32)]
+
+    def call(inputs: Any) -> Any:
+        return model(inputs, training=False)
+
+    graph = tf.function(call, input_signature=signature)
+    xla = tf.function(call, input_signature=signature, jit_compile=True)
+    return {
+        "keras_predict": lambda x: model.predict(x, batch_size=len(x), verbose=0),
+        "keras_call": lambda x: call(x).numpy(),
+        "tf_function": lambda x: graph(x).numpy(),
+        "tf_function_xla": lambda x: xla(x).numpy(),
+    }
+
+
+def ort_path(session: Any) -> Callable[[np.ndarray], np.ndarray]:
+    """Run a session's one input to its one output."""
+    input_name = session.get_inputs()[0].name
+    output_name = session.get_outputs()[0].name
+    return lambda x: session.run([output_name], {input_name: x})[0]
+
+
+def worker_session(model: BenchModel) -> Any:
+    """The session the service's worker would run for this model (CPU, one process)."""
+    from worker.inference import CPU_PROVIDER, Engine
+
+    settings = load_settings().with_overrides(providers=(CPU_PROVIDER,))
+    return Engine(settings).graph(model.version, Graph.AUTOENCODER).session
+
+
+def sweep(model_bytes: bytes, inputs: np.ndarray, plan: Plan, cores: int) -> dict[OrtConfig, Rate]:
+    """Measure the default, each one-option variation and the combination of the best."""
+    configs = [OrtConfig()]
+    for alternatives in one_factor_configs(cores).values():
+        configs += [config for config in alternatives if config not in configs]
+    rates = _measure_configs(configs, model_bytes, inputs, plan)
+    combined = combine_best({config: rate.median for config, rate in rates.items()}, cores)
+    if combined not in rates:
+        rates.update(_measure_configs([combined], model_bytes, inputs, plan))
+    return rates
+
+
+def _measure_configs(
+    configs: list[OrtConfig], model_bytes: bytes, inputs: np.ndarray, plan: Plan
+) -> dict[OrtConfig, Rate]:
+    calls = {config: ort_path(config.session(model_bytes)) for config in configs}
+    contenders = {
+        config.label(): (lambda call=call: call(inputs)) for config, call in calls.items()
+    }
+    rates = compare(contenders, len(inputs), plan)
+    return {config: rates[config.label()] for config in configs}
+
+
+def bench_model(
+    model: BenchModel,
+    images: Images,
+    batches: tuple[int, ...],
+    sweep_batches: tuple[int, ...],
+    plan: Plan,
+    cores: int,
+) -> dict[str, Any]:
+    """Everything section 1 measures for one model."""
+    model_bytes = model.version.read_verified(Graph.AUTOENCODER)
+    dims = model.spec.input_dims
+    sweeps = {
+        batch: sweep(model_bytes, images.floats(batch, dims), plan, cores)
+        for batch in sweep_batches
+    }
+    largest = sweeps[max(sweep_batches)]
+    tuned = max(largest, key=lambda config: largest[config].median)
+    paths = {
+        **tensorflow_paths(model.keras_model),
+        ORT_DEFAULT: ort_path(OrtConfig().session(model_bytes)),
+        ORT_WORKER: ort_path(worker_session(model)),
+        ORT_TUNED: ort_path(tuned.session(model_bytes)),
+    }
+    rates = {}
+    for batch in batches:
+        inputs = images.floats(batch, dims)
+        contenders = {
+            name: (lambda path=path, inputs=inputs: path(inputs)) for name, path in paths.items()
+        }
+        rates[batch] = compare(contenders, batch, plan)
+    return {
+        "weights": model.weights,
+        "tuned": {"label": tuned.label(), **vars(tuned)},
+        "rates": {
+            str(batch): {name: rate.to_json() for name, rate in by_engine.items()}
+            for batch, by_engine in rates.items()
+        },
+        "ratios": {str(batch): ratios(by_engine) for batch, by_engine in rates.items()},
+        "sweep": {
+            str(batch): {config.label(): rate.to_json() for config, rate in by_config.items()}
+            for batch, by_config in sweeps.items()
+        },
+        "parity_max_abs_diff": _parity(model, paths, images),
+    }
+
+
+def ratios(rates: dict[str, Rate]) -> dict[str, Any]:
+    """ONNX Runtime (tuned, default, worker) over each TensorFlow path, and the fastest TF path."""
+    fastest = max(TF_ENGINES, key=lambda name: rates[name].median)
+    table: dict[str, Any] = {"fastest_tf": fastest}
+    for ort_name in ORT_ENGINES:
+        for tf_name in TF_ENGINES:
+            table[f"{ort_name}/{tf_name}"] = rates[ort_name].median / rates[tf_name].median
+        table[f"{ort_name}/fastest_tf"] = rates[ort_name].median / rates[fastest].median
+    return table
+
+
+def _parity(
+    model: BenchModel, paths: dict[str, Callable[[np.ndarray], np.ndarray]], images: Images
+) -> float | None:
+    """Largest |tf.function - ONNX Runtime tuned| on a few images (None: different weights)."""
+    if not model.same_weights:
+        return None
+    inputs = images.floats(PARITY_ITEMS, model.spec.input_dims)
+    reference = np.asarray(paths["tf_function"](inputs))
+    return float(np.abs(reference - np.asarray(paths[ORT_TUNED](inputs))).max())
+
+
+def run(
+    models: dict[str, BenchModel],
+    images: Images,
+    batches: tuple[int, ...],
+    sweep_batches: tuple[int, ...],
+    plan: Plan,
+    cores: int,
+) -> dict[str, Any]:
+    """Section 1 for every model."""
+    return {
+        "plan": vars(plan),
+        "batches": list(batches),
+        "sweep_batches": list(sweep_batches),
+        "engines": [*TF_ENGINES, *ORT_ENGINES],
+        "models": {
+            name: bench_model(model, images, batches, sweep_batches, plan, cores)
+            for name, model in models.items()
+        },
+    }
