@@ -204,3 +204,20 @@ def test_unknown_model_and_empty_repository_are_one_line_errors(tmp_path, data_d
     assert done.returncode == 2 and "no models published" in done.stderr
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "reports").exists()
+
+
+def test_overwrite_replaces_the_whole_folder(repository, data_dir, tmp_path):
+    out = tmp_path / "report"
+    out.mkdir()
+    (out / "stale.png").write_bytes(b"old")
+    done = run_evaluate(
+        "sparse", "--repository", str(repository), "--data", str(data_dir), "--out", str(out),
+        "--quick", "--overwrite", cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert not (out / "stale.png").exists()
+    metrics = json.loads((out / report.METRICS_FILE).read_text())
+    assert list(metrics["models"]) == ["sparse"]
+    verdicts = {claim["key"]: claim["verdict"] for claim in metrics["claims"]}
+    assert verdicts["sparse"] == verdicts["denoise"] == claims.UNTESTED  # vanilla/denoising absent
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["report"]
