@@ -19,7 +19,7 @@ DEFAULT_TRAINING_DIR = Path("trained")
 DEFAULT_RESULT_TTL_S = 24 * 60 * 60
 # A chunk runs for well under a second on a 2-core CPU at the default chunk size; an unacknowledged
 # message is handed to another worker after this long, so it bounds how late a killed worker's chunk
-# comes back, and must stay far above the slowest chunk's runtime (docs/OPERATIONS.md).
+# comes back, and must stay far above the slowest chunk's runtime (docs/SERVICE.md).
 DEFAULT_VISIBILITY_TIMEOUT_S = 60
 DEFAULT_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
 

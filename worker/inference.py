@@ -11,6 +11,7 @@ providers are read back with ``get_providers()``, logged once, and reported with
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
 import threading
@@ -25,6 +26,8 @@ from common.catalog import IMAGE_SIDE, Graph, Operation
 from common.errors import ProviderError
 from common.settings import Settings
 from export.repository import ModelVersion
+
+CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -73,11 +76,28 @@ def nvidia_device_visible() -> bool:
 
 
 def cpu_cores() -> int:
-    """The cores this process may run on (respects CPU affinity and container cpusets)."""
+    """The cores this process may use: its CPU affinity, capped by a cgroup v2 CPU quota.
+
+    A container limited with ``cpus: 2`` still sees every host core in its affinity mask; only the
+    cgroup's ``cpu.max`` tells, so several replicas on one host do not oversubscribe it.
+    """
     try:
-        return len(os.sched_getaffinity(0))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+    quota = cgroup_cpu_quota(CGROUP_CPU_MAX)
+    return max(1, min(cores, quota)) if quota else cores
+
+
+def cgroup_cpu_quota(path: Path) -> int | None:
+    """Whole CPUs allowed by a cgroup v2 ``cpu.max`` file (``"200000 100000"`` -> 2), if limited."""
+    try:
+        quota, period = path.read_text().split()[:2]
+    except (OSError, ValueError):
+        return None
+    if quota == "max":
+        return None
+    return max(1, math.ceil(int(quota) / int(period)))
 
 
 def threads_per_process(settings: Settings, concurrency: int) -> int:

@@ -43,10 +43,10 @@ def celery_argv(options: LaunchOptions) -> list[str]:
         f"--concurrency={options.concurrency}",
         f"--loglevel={options.loglevel.upper()}",
         f"--hostname={hostname}",
-        # No gossip/mingle/heartbeat chatter: workers here share nothing but the queue.
+        # No gossip/mingle chatter: workers here share nothing but the queue. Heartbeats stay on:
+        # they give the worker the event dispatcher that Flower's "enable events" needs.
         "--without-gossip",
         "--without-mingle",
-        "--without-heartbeat",
     ]
 
 

@@ -123,3 +123,21 @@ def test_no_session_is_made_at_import_or_engine_creation(repository):
     engine = Engine(CPU_ONLY)
     assert engine._sessions == {}
     assert engine._pid == os.getpid()
+
+
+@pytest.mark.parametrize(
+    ("cpu_max", "expected_cpus"),
+    [("max 100000\n", None), ("200000 100000\n", 2), ("150000 100000\n", 2), ("50000 100000", 1)],
+)
+def test_a_cgroup_cpu_quota_is_read_as_whole_cpus(tmp_path, cpu_max, expected_cpus):
+    path = tmp_path / "cpu.max"
+    path.write_text(cpu_max)
+    assert inference.cgroup_cpu_quota(path) == expected_cpus
+
+
+def test_a_container_cpu_quota_caps_the_cores(tmp_path, monkeypatch):
+    quota_file = tmp_path / "cpu.max"
+    quota_file.write_text("100000 100000\n")
+    monkeypatch.setattr(inference, "CGROUP_CPU_MAX", quota_file)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    assert inference.cpu_cores() == 1
