@@ -1,7 +1,145 @@
-"""Commands of this stage (being written)."""
+"""``aeq train MODEL|all``: train the article's autoencoders and write them for ``aeq export``.
+
+The data is found (and its absence reported) before TensorFlow is imported, so a missing MNIST
+costs no TensorFlow start-up; TensorFlow is imported inside the command, never at module import.
+A model that collapses is still written (its record says so and export refuses it), the run
+carries on with the other models, and the command ends with exit 1 naming the collapsed ones.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.console import Console
+from rich.table import Table
+
+from common.catalog import MODELS, model_spec
+from common.errors import CollapsedModelError, UsageError
+from common.settings import load_settings
+from training.data import MnistData, load_mnist
+from training.recipe import DEFAULT_RECIPE, RECIPES, TrainingConfig, recipe
+
+if TYPE_CHECKING:
+    from training.record import TrainingRecord
+
+ALL_MODELS = "all"
+# TensorFlow's C++ logging level: 2 hides its INFO and WARNING lines (set before importing it).
+TF_LOG_LEVEL = "2"
+
+_stdout = Console(highlight=False, soft_wrap=True)
+_stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:
-    """Add this stage's commands to the aeq app."""
+    """Add ``aeq train`` to the aeq app."""
+    app.command("train")(train)
+
+
+def train(
+    model: Annotated[str, typer.Argument(help=f"One of {', '.join(MODELS)}, or 'all'.")],
+    epochs: Annotated[
+        int | None, typer.Option(min=1, help="Most epochs to run (recipe's default if omitted).")
+    ] = None,
+    batch_size: Annotated[int | None, typer.Option(min=1, help="Images per step.")] = None,
+    seed: Annotated[
+        int, typer.Option(min=0, help="Seeds weights, shuffling and noise (same = same weights).")
+    ] = 0,
+    data: Annotated[
+        Path | None,
+        typer.Option(help="MNIST IDX folder or keras mnist.npz (default: AEQ_DATA_DIR, keras)."),
+    ] = None,
+    limit: Annotated[
+        int | None, typer.Option(min=2, help="Use only N training images, for quick runs.")
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Where to write <model>/ (default: AEQ_TRAINING_DIR or ./trained)."),
+    ] = None,
+    recipe_name: Annotated[
+        str,
+        typer.Option("--recipe", help=f"{' or '.join(RECIPES)}: 'article' reproduces the article."),
+    ] = DEFAULT_RECIPE,
+) -> None:
+    """Train the article's autoencoders on MNIST; write model.keras and record.json for each."""
+    settings = load_settings()
+    names = model_names(model)
+    options = {"epochs": epochs, "batch_size": batch_size, "seed": seed, "train_limit": limit}
+    try:
+        configs = {name: recipe(recipe_name, model=name, **options) for name in names}
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    mnist = load_mnist(data, settings)
+    out_dir = out if out is not None else settings.training_dir
+    _stdout.print(f"data: {mnist.source} ({len(mnist.train_images)} training images)")
+    records = train_all(configs, mnist, out_dir)
+    _stdout.print(summary_table(records, out_dir))
+    collapsed = [record for record in records if record.collapsed]
+    if collapsed:
+        raise CollapsedModelError(collapse_message(collapsed))
+
+
+def model_names(model: str) -> list[str]:
+    """``all`` -> every catalogued model; otherwise the one name, checked."""
+    if model == ALL_MODELS:
+        return list(MODELS)
+    return [model_spec(model).name]
+
+
+def train_all(
+    configs: dict[str, TrainingConfig], mnist: MnistData, out_dir: Path
+) -> list[TrainingRecord]:
+    """Train each model in turn, printing Keras' per-epoch lines and a warning per collapse."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", TF_LOG_LEVEL)
+    from training.train import train_model
+
+    records = []
+    for name, config in configs.items():
+        _stdout.rule(
+            f"{name}: recipe {config.recipe} ({config.loss}, batch {config.batch_size}, "
+            f"learning rate {config.learning_rate:g} {config.schedule}, "
+            f"at most {config.epochs} epochs, seed {config.seed})"
+        )
+        started = time.monotonic()
+        record = train_model(name, config, mnist, out_dir)
+        records.append(record)
+        if record.collapsed:
+            _stderr.print(
+                f"[bold yellow]warning:[/] {name} collapsed: validation MSE "
+                f"{record.validation_mse:.4f} vs {record.baseline_mse:.4f} for the mean image"
+            )
+        _stdout.print(
+            f"{name}: test MSE {record.test_mse:.5f} in {time.monotonic() - started:.0f} s"
+        )
+    return records
+
+
+def summary_table(records: list[TrainingRecord], out_dir: Path) -> Table:
+    """One row per trained model: epochs, time, test MSE, PSNR, code zeros, collapse."""
+    table = Table(title=f"trained into {out_dir}")
+    for column in ("model", "epochs", "time s", "test MSE", "PSNR dB", "code zeros", "status"):
+        table.add_column(column, justify="left" if column in ("model", "status") else "right")
+    for record in records:
+        table.add_row(
+            record.model,
+            f"{record.epochs_run} (best {record.best_epoch})",
+            f"{record.duration_s:.0f}",
+            f"{record.test_mse:.5f}",
+            f"{record.test_psnr_db:.1f}" + (" (noisy in)" if record.test_input != "clean" else ""),
+            f"{record.test_code_zero_fraction:.0%}",
+            "COLLAPSED" if record.collapsed else "ok",
+        )
+    return table
+
+
+def collapse_message(collapsed: list[TrainingRecord]) -> str:
+    """The one-line error for collapsed models."""
+    names = ", ".join(record.model for record in collapsed)
+    return (
+        f"{names} collapsed (validation MSE no better than predicting the mean image); "
+        "the record says so and aeq export will refuse it: "
+        "retrain with the default recipe or another --seed"
+    )

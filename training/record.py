@@ -1,0 +1,132 @@
+"""The training record: what ``aeq train`` writes beside each model as ``record.json``, and the
+atomic writing of a trained model's folder.
+
+A trained model lives in ``<out>/<model>/`` as ``model.keras`` plus ``record.json`` (plain JSON,
+``TrainingRecord.to_json``). The folder is assembled under a temporary name and renamed into
+place, so a crash never leaves a model without its record or half a file. A collapsed model is
+written too (its record says ``"collapsed": true``, and export refuses it), so the failure can
+be inspected.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from common.errors import InputError
+
+MODEL_FILE = "model.keras"
+RECORD_FILE = "record.json"
+
+
+@dataclass(frozen=True)
+class TrainingRecord:
+    """Everything known about one trained model (the contents of ``record.json``).
+
+    Attributes:
+        model: the catalogue name (``vanilla`` ... ``denoising``).
+        recipe: ``{"name": recipe name, <every hyperparameter of TrainingConfig>}``.
+        epochs_run: epochs actually run; ``stopped_early`` is true when early stopping ended them.
+        best_epoch: 1-based epoch whose weights were kept (the last one without early stopping).
+        final_train_loss / final_val_loss: the training loss (``recipe.loss``) of the last
+            epoch run; ``best_val_loss`` is the kept epoch's.
+        validation_mse: MSE of the kept model on the validation images.
+        baseline_mse: validation MSE of predicting the mean training image.
+        collapsed: ``validation_mse`` above ``metrics.COLLAPSE_RATIO`` x ``baseline_mse``.
+        test_mse: MSE on the whole test set; for the denoising model, from noisy inputs
+            (``test_input``) against the clean images.
+        test_psnr_db: PSNR of ``test_mse`` (the denoising model's is on noise-0.5 inputs).
+        test_code_zero_fraction: share of exact zeros in the code activations on the test set.
+        history: per-epoch ``loss``/``val_loss``/``mse``/``val_mse``/``learning_rate`` lists.
+    """
+
+    model: str
+    recipe: dict[str, Any]
+    epochs_run: int
+    best_epoch: int
+    stopped_early: bool
+    final_train_loss: float
+    final_val_loss: float
+    best_val_loss: float
+    validation_mse: float
+    baseline_mse: float
+    collapsed: bool
+    test_mse: float
+    test_psnr_db: float
+    test_input: str
+    test_code_zero_fraction: float
+    data_source: str
+    train_images: int
+    validation_images: int
+    test_images: int
+    seed: int
+    duration_s: float
+    libraries: dict[str, str]
+    created_at: str
+    noisy_input_psnr_db: float | None = None
+    history: dict[str, list[float]] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        """The record as indented JSON text."""
+        return json.dumps(asdict(self), indent=2, sort_keys=False) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str, origin: str = "record") -> TrainingRecord:
+        """Parse ``record.json`` text; unknown keys are ignored, missing ones are an error."""
+        try:
+            raw = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise InputError(f"{origin} is not valid JSON: {error}") from None
+        names = {item.name for item in fields(cls)}
+        try:
+            return cls(**{key: value for key, value in raw.items() if key in names})
+        except TypeError as error:
+            raise InputError(f"{origin} is not a training record: {error}") from None
+
+
+def read_record(model_dir: Path) -> TrainingRecord:
+    """Read ``<model_dir>/record.json``."""
+    path = model_dir / RECORD_FILE
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise InputError(f"cannot read training record {path}: {error}") from None
+    return TrainingRecord.from_json(text, origin=str(path))
+
+
+def write_trained(
+    model_dir: Path, save_model: Callable[[Path], None], record: TrainingRecord
+) -> None:
+    """Write ``model.keras`` (via ``save_model(path)``) and ``record.json`` into ``model_dir``
+    atomically: both appear together, replacing what was there, or nothing changes.
+    """
+    model_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{model_dir.name}.", dir=model_dir.parent))
+    try:
+        save_model(staging / MODEL_FILE)
+        (staging / RECORD_FILE).write_text(record.to_json(), encoding="utf-8")
+        _replace_folder(staging, model_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _replace_folder(new: Path, target: Path) -> None:
+    """Rename ``new`` onto ``target``; an existing target is moved aside first, then deleted."""
+    if not target.exists():
+        new.rename(target)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
+    old.rmdir()
+    target.rename(old)
+    try:
+        new.rename(target)
+    except BaseException:
+        old.rename(target)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
