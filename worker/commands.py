@@ -145,6 +145,11 @@ def _image_job(op: Operation, args: dict[str, Any]) -> None:
     model = args["model"] or op.default_model or ""
     resolved = _resolve(settings, model, args["version"])
     source = open_images(args["inputs"], resize=args["resize"])
+    if source.skipped:
+        stderr.print(
+            f"skipped {len(source.skipped)} file(s) that are not images or arrays "
+            f"(first: {source.skipped[0]})"
+        )
     _run(
         settings,
         op,

@@ -131,3 +131,15 @@ def test_empty_folder_is_refused(service, tmp_path):
     result = service.aeq("denoise", str(tmp_path / "nothing"), "-o", str(tmp_path / "out"))
     assert result.returncode == 2 and "nothing" in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_files_skipped_inside_a_folder_are_reported(service, tmp_path):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(folder / "digit.png")
+    (folder / "README.txt").write_text("not an image\n")
+    service.start_worker("one")
+    result = service.aeq("denoise", str(folder), "-o", str(tmp_path / "out.npy"))
+    assert result.returncode == 0, result.stderr
+    assert "skipped 1 file(s)" in result.stderr and "README.txt" in result.stderr
+    assert np.load(tmp_path / "out.npy").shape == (1, 28, 28)
