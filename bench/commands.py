@@ -105,7 +105,7 @@ def _run(config: BenchConfig, folder: Path) -> None:
     sections, names = ", ".join(config.sections), ", ".join(config.models)
     _stderr.print(f"aeq bench: sections {sections}; models {names}; report in {folder}")
     with tempfile.TemporaryDirectory(prefix="aeq-bench-") as scratch:
-        results = run_suite(config, Path(scratch))
+        results = run_suite(config, Path(scratch), lambda line: _stderr.print(f"  {line}"))
     results["verdicts"] = targets.verdicts(results["results"])
     json_path, markdown_path = report.write(results, folder)
     _stdout.print(markdown_path.read_text())

@@ -89,6 +89,7 @@ def measure_job(cluster: Cluster, model: BenchModel, input_path: Path, output: P
         "worker": psutil.Process(cluster.workers[0].process.pid),
         "redis": psutil.Process(cluster.redis.process.pid),
     }
+    before = {f"{name}_before_mib": tree_rss(process) / MIB for name, process in watched.items()}
     started = time.perf_counter()
     client = subprocess.Popen(
         command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=cluster.env
@@ -99,7 +100,8 @@ def measure_job(cluster: Cluster, model: BenchModel, input_path: Path, output: P
     seconds = time.perf_counter() - started
     if client.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed: {error.decode()[-2000:]}")
-    return {**{f"{k}_peak_mib": v / MIB for k, v in sampler.peaks.items()}, "seconds": seconds}
+    peaks = {f"{name}_peak_mib": value / MIB for name, value in sampler.peaks.items()}
+    return {**before, **peaks, "seconds": seconds}
 
 
 def run(

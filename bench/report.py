@@ -143,6 +143,13 @@ def chunk_lines(service: dict[str, Any]) -> list[str]:
     best = service.get("best_chunk_size") or {}
     lines = ["Chunk-size sweep, 1 worker (images/s, ratio to in-process):", ""]
     lines += table(["model", *sizes], rows)
+    memory_rows = [
+        [name, *[f"{result['chunk_sweep'][s]['worker_rss_mib_after']:.0f}" for s in sizes
+                 if s in result["chunk_sweep"]]]
+        for name, result in service["models"].items()
+    ]  # fmt: skip
+    lines += ["Worker RSS after each sweep job (MiB; sizes in sweep order, models in turn):", ""]
+    lines += table(["model", *sizes], memory_rows)
     if best:
         lines += [
             f"Best chunk size by geometric-mean ratio over the models: {best['chunk_size']} "
@@ -193,14 +200,16 @@ def memory_lines(memory: dict[str, Any]) -> list[str]:
     for size in map(str, memory["sizes"]):
         job = memory["jobs"][size]
         rows.append([
-            f"{int(size):,}", f"{job['client_peak_mib']:.0f}", f"{job['worker_peak_mib']:.0f}",
-            f"{job['redis_peak_mib']:.0f}", f"{job['seconds']:.1f}",
+            f"{int(size):,}", f"{job['client_peak_mib']:.0f}",
+            f"{job['worker_peak_mib']:.0f} (before {job['worker_before_mib']:.0f})",
+            f"{job['redis_peak_mib']:.0f} (before {job['redis_before_mib']:.0f})",
+            f"{job['seconds']:.1f}",
         ])  # fmt: skip
     growth = memory["growth"]
     rows.append(["growth", ratio(growth["client"]), ratio(growth["worker"]), ratio(growth["redis"]),
                  ""])  # fmt: skip
     title = f"## 4. Peak memory (RSS, MiB), `{memory['model']}` jobs through the real CLI"
-    header = ["images", "client", "worker", "redis-server", "seconds"]
+    header = ["images", "client peak", "worker peak", "redis-server peak", "seconds"]
     return [title, "", *table(header, rows)]
 
 

@@ -5,7 +5,8 @@ Per model, the same uint8 ``.npy`` goes
 - through the service: ``bench.jobs.run_job`` (the CLI's own calls) to real ``aeq worker``
   processes (1 worker, then the 2-worker layouts), output written to a ``.npy``;
 - through ONNX Runtime in this process: ``worker.inference.Engine`` (the worker's session and
-  pixel conversion) over the in-memory array in chunks of the default chunk size: the ceiling;
+  pixel conversion) over the in-memory array in chunks of the default chunk size: the ceiling,
+  measured once right before each service job, so both sides of a ratio see the same load;
 - through local mode (``worker.local.run_local``: the same file input and output, no Redis);
 - through the real CLI as a subprocess once, so the interpreter start a user pays is on record.
 
@@ -49,23 +50,35 @@ def in_process_settings() -> Settings:
     return load_settings().with_overrides(providers=(CPU_PROVIDER,))
 
 
-def in_process(
-    model: BenchModel, items: np.ndarray, chunk_size: int, plan: Plan
-) -> tuple[Rate, np.ndarray]:
-    """ONNX Runtime in this process (the worker's engine) over ``items``; rate and output."""
-    from worker.inference import Engine
+@dataclass
+class InProcess:
+    """The ceiling: the worker's engine (``worker.inference.Engine``: its session options and
+    pixel conversion) over the in-memory array in this process, chunk by chunk."""
 
-    engine = Engine(in_process_settings())
-    op = operation(model)
+    model: BenchModel
+    items: np.ndarray
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+    engine: Any = None
 
-    def job() -> list[np.ndarray]:
-        return [
-            engine.run(model.version, op, items[start : start + chunk_size]).array
-            for start in range(0, len(items), chunk_size)
-        ]
+    def __post_init__(self) -> None:
+        from worker.inference import Engine
 
-    rate = compare({"in_process": job}, len(items), plan)["in_process"]
-    return rate, np.concatenate(job())
+        self.engine = Engine(in_process_settings())
+
+    def run(self) -> np.ndarray:
+        op, version, size = operation(self.model), self.model.version, self.chunk_size
+        return np.concatenate(
+            [
+                self.engine.run(version, op, self.items[start : start + size]).array
+                for start in range(0, len(self.items), size)
+            ]
+        )
+
+    def sample(self) -> float:
+        """One pass over the items; images per second."""
+        started = time.perf_counter()
+        self.run()
+        return len(self.items) / (time.perf_counter() - started)
 
 
 def local_mode(model: BenchModel, input_path: Path, output: Path, plan: Plan) -> Rate:
@@ -150,67 +163,26 @@ def _run_json(run: JobRun, split: dict[str, float]) -> dict[str, Any]:
     }
 
 
-def measure_layout(
-    cluster: Cluster,
-    models: dict[str, BenchModel],
-    input_path: Path,
-    folder: Path,
-    repeats: int,
-) -> dict[str, Any]:
-    """Every model's job at the default chunk size, ``repeats`` times; the median run."""
-    results = {}
-    for name, model in models.items():
-        output = folder / f"service-{name}.npy"
-        runs = [
-            timed_job(cluster, model, input_path, output, DEFAULT_CHUNK_SIZE)
-            for _ in range(repeats)
-        ]
-        run, split = _median_run(runs)
-        results[name] = {
-            **_run_json(run, split),
-            "samples_images_per_s": [r.images_per_s for r, _ in runs],
-            "output": output,
-        }
-    return results
+def workers_rss_mib(cluster: Cluster) -> float:
+    """Resident memory of every worker process (children included), MiB."""
+    import psutil
 
-
-def chunk_sweep(
-    cluster: Cluster,
-    models: dict[str, BenchModel],
-    input_path: Path,
-    folder: Path,
-    chunk_sizes: tuple[int, ...],
-) -> dict[str, dict[str, Any]]:
-    """1-worker throughput per chunk size and model (one job each)."""
-    sweep: dict[str, dict[str, Any]] = {}
-    for name, model in models.items():
-        sweep[name] = {}
-        for size in chunk_sizes:
-            run, split = timed_job(cluster, model, input_path, folder / "sweep.npy", size)
-            sweep[name][str(size)] = _run_json(run, split)
-    return sweep
-
-
-def references(
-    models: dict[str, BenchModel], input_path: Path, folder: Path, plan: Plan
-) -> dict[str, dict[str, Any]]:
-    """In-process ONNX Runtime and local mode per model (rates and the reference outputs)."""
-    items = np.load(input_path, allow_pickle=False)
-    found = {}
-    for name, model in models.items():
-        rate, output = in_process(model, items, DEFAULT_CHUNK_SIZE, plan)
-        local = local_mode(model, input_path, folder / f"local-{name}.npy", plan)
-        found[name] = {"in_process": rate, "local_mode": local, "output": output}
-    return found
+    total = 0
+    for worker in cluster.workers:
+        process = psutil.Process(worker.process.pid)
+        members = [process, *process.children(recursive=True)]
+        total += sum(member.memory_info().rss for member in members)
+    return total / 2**20
 
 
 @dataclass
 class ServiceBench:
     """Section 2 in steps, so the suite can share its 1-worker phase with sections 3 and 4.
 
-    Create it (writes the input, measures the in-process references), call ``measure`` once per
-    worker layout while that layout's workers run (the first layout also runs the chunk sweep and
-    the CLI), then ``summary``.
+    ``prepare`` writes the input and measures local mode; then ``measure`` once per worker layout
+    while that layout's workers run (the first layout also runs the chunk sweep and the CLI);
+    then ``summary``. Every service job is paired with an in-process pass run just before it,
+    so a burst of load from elsewhere hits both sides of a ratio.
     """
 
     models: dict[str, BenchModel]
@@ -219,65 +191,96 @@ class ServiceBench:
     repeats: int
     chunk_sizes: tuple[int, ...]
     input_path: Path = field(init=False)
-    refs: dict[str, dict[str, Any]] = field(init=False)
-    layouts: dict[str, Any] = field(default_factory=dict)
-    sweep: dict[str, Any] = field(default_factory=dict)
+    ceilings: dict[str, InProcess] = field(default_factory=dict)
+    local: dict[str, Rate] = field(default_factory=dict)
+    layouts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    sweep: dict[str, dict[str, Any]] = field(default_factory=dict)
     cli: dict[str, float] = field(default_factory=dict)
 
     def prepare(self, images: Any, plan: Plan) -> ServiceBench:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.input_path = images.save(self.folder / "service-input.npy", self.items)
-        self.refs = references(self.models, self.input_path, self.folder, plan)
+        items = np.load(self.input_path, allow_pickle=False)
+        for name, model in self.models.items():
+            self.ceilings[name] = InProcess(model, items)
+            self.ceilings[name].run()  # session creation and first-run allocations
+            output = self.folder / f"local-{name}.npy"
+            self.local[name] = local_mode(model, self.input_path, output, plan)
         return self
+
+    def paired(self, cluster: Cluster, name: str, chunk_size: int, output: Path) -> dict:
+        """An in-process pass, then the same items as a job; both rates."""
+        ceiling = self.ceilings[name].sample()
+        run, split = timed_job(cluster, self.models[name], self.input_path, output, chunk_size)
+        return {"in_process": ceiling, "run": run, "split": split}
 
     def measure(self, cluster: Cluster, layout: str) -> None:
         """Measure with the running workers (warmed up), named ``layout`` in the report."""
-        self.layouts[layout] = measure_layout(
-            cluster, self.models, self.input_path, self.folder, self.repeats
-        )
+        results = {}
+        for name in self.models:
+            output = self.folder / f"service-{name}.npy"
+            pairs = [
+                self.paired(cluster, name, DEFAULT_CHUNK_SIZE, output) for _ in range(self.repeats)
+            ]
+            results[name] = _layout_result(pairs, output, self.ceilings[name].run())
+        self.layouts[layout] = results
         if len(self.layouts) == 1:
-            self.sweep = chunk_sweep(
-                cluster, self.models, self.input_path, self.folder, self.chunk_sizes
-            )
+            self._sweep_chunks(cluster)
             for name, model in self.models.items():
                 output = self.folder / "cli-out.npy"
                 self.cli[name] = cli_seconds(cluster, model, self.input_path, output)
 
+    def _sweep_chunks(self, cluster: Cluster) -> None:
+        """One paired job per chunk size and model; the workers' memory after each."""
+        for name in self.models:
+            self.sweep[name] = {}
+            for size in self.chunk_sizes:
+                pair = self.paired(cluster, name, size, self.folder / "sweep.npy")
+                self.sweep[name][str(size)] = {
+                    **_run_json(pair["run"], pair["split"]),
+                    "in_process": pair["in_process"],
+                    "ratio_vs_in_process": pair["run"].images_per_s / pair["in_process"],
+                    "worker_rss_mib_after": workers_rss_mib(cluster),
+                }
+
     def summary(self) -> dict[str, Any]:
-        return _summarise(self)
-
-
-def _summarise(bench: ServiceBench) -> dict[str, Any]:
-    per_model = {}
-    refs, sweep, cli = bench.refs, bench.sweep, bench.cli
-    for name in bench.models:
-        reference = refs[name]["in_process"].median
-        by_layout = {}
-        for layout, results in bench.layouts.items():
-            result = dict(results[name])
-            written = np.load(result.pop("output"), allow_pickle=False)
-            diff = np.abs(written.astype(int) - refs[name]["output"].astype(int)).max()
-            result["max_pixel_diff_vs_in_process"] = int(diff)
-            result["ratio_vs_in_process"] = result["images_per_s"] / reference
-            by_layout[layout] = result
-        for result in sweep.get(name, {}).values():
-            result["ratio_vs_in_process"] = result["images_per_s"] / reference
-        per_model[name] = {
-            "in_process": refs[name]["in_process"].to_json(),
-            "local_mode": refs[name]["local_mode"].to_json(),
-            "layouts": by_layout,
-            "chunk_sweep": sweep.get(name, {}),
-            "cli_seconds": cli.get(name),
-            "cli_images_per_s": bench.items / cli[name] if name in cli else None,
+        """The section's results."""
+        per_model = {}
+        for name in self.models:
+            per_model[name] = {
+                "in_process": Rate(
+                    tuple(v for r in self.layouts.values() for v in r[name]["in_process_samples"])
+                ).to_json(),
+                "local_mode": self.local[name].to_json(),
+                "layouts": {layout: found[name] for layout, found in self.layouts.items()},
+                "chunk_sweep": self.sweep.get(name, {}),
+                "cli_seconds": self.cli.get(name),
+                "cli_images_per_s": self.items / self.cli[name] if name in self.cli else None,
+            }
+        return {
+            "items": self.items,
+            "default_chunk_size": DEFAULT_CHUNK_SIZE,
+            "repeats": self.repeats,
+            "layouts": list(self.layouts),
+            "chunk_sizes": list(self.chunk_sizes),
+            "best_chunk_size": best_chunk_size(per_model),
+            "models": per_model,
         }
+
+
+def _layout_result(pairs: list[dict], output: Path, expected: np.ndarray) -> dict[str, Any]:
+    """Median job of a layout, its ratio to the paired in-process passes, output checked."""
+    run, split = _median_run([(pair["run"], pair["split"]) for pair in pairs])
+    service = Rate(tuple(pair["run"].images_per_s for pair in pairs))
+    ceiling = Rate(tuple(pair["in_process"] for pair in pairs))
+    written = np.load(output, allow_pickle=False)
     return {
-        "items": bench.items,
-        "default_chunk_size": DEFAULT_CHUNK_SIZE,
-        "repeats": bench.repeats,
-        "layouts": list(bench.layouts),
-        "chunk_sizes": list(bench.chunk_sizes),
-        "best_chunk_size": best_chunk_size(per_model),
-        "models": per_model,
+        **_run_json(run, split),
+        "images_per_s": service.median,
+        "samples_images_per_s": list(service.samples),
+        "in_process_samples": list(ceiling.samples),
+        "ratio_vs_in_process": service.median / ceiling.median,
+        "max_pixel_diff_vs_in_process": int(np.abs(written.astype(int) - expected).max()),
     }
 
 

@@ -8,6 +8,7 @@ measurements, then latency, then memory) before the 2-worker layouts get their t
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -82,12 +83,16 @@ QUICK = replace(
 )
 
 
+Progress = Callable[[str], None]
+
+
 def _service_phase(
     config: BenchConfig,
     models: dict[str, BenchModel],
     images: Any,
     folder: Path,
     results: dict[str, Any],
+    progress: Progress,
 ) -> None:
     """Sections 2-4 against one private redis-server and real workers."""
     repository = config.repository or folder / "repository"
@@ -95,6 +100,7 @@ def _service_phase(
     try:
         service = None
         if "service" in config.sections:
+            progress("service: in-process references")
             service = ServiceBench(
                 models, folder / "service", config.service_items, config.service_repeats,
                 config.chunk_sizes,
@@ -104,10 +110,11 @@ def _service_phase(
                 break
             cluster.start_workers(LAYOUTS[layout])
             warm_up(cluster, models, images, folder / "service")
-            if service is not None:
-                service.measure(cluster, layout)
             if index == 0:
-                _one_worker_sections(config, cluster, models, images, folder, results)
+                _one_worker_sections(config, cluster, models, images, folder, results, progress)
+            if service is not None:
+                progress(f"service: {layout}")
+                service.measure(cluster, layout)
             cluster.stop_workers()
         if service is not None:
             results["service"] = service.summary()
@@ -122,17 +129,23 @@ def _one_worker_sections(
     images: Any,
     folder: Path,
     results: dict[str, Any],
+    progress: Progress,
 ) -> None:
-    if "latency" in config.sections:
-        jobs, runs = config.latency_jobs, config.latency_cli_runs
-        results["latency"] = latency.run(cluster, models, images, folder / "latency", jobs, runs)
+    """Memory first (the worker has run only the warm-up), then latency."""
     if "memory" in config.sections:
         model = models.get(config.memory_model) or next(iter(models.values()))
         sizes = config.memory_sizes
+        progress(f"memory: {', '.join(f'{size:,}' for size in sizes)}-image jobs")
         results["memory"] = memory.run(cluster, model, images, folder / "memory", sizes)
+    if "latency" in config.sections:
+        jobs, runs = config.latency_jobs, config.latency_cli_runs
+        progress(f"latency: {jobs} one-image jobs per model")
+        results["latency"] = latency.run(cluster, models, images, folder / "latency", jobs, runs)
 
 
-def run_suite(config: BenchConfig, folder: Path) -> dict[str, Any]:
+def run_suite(
+    config: BenchConfig, folder: Path, progress: Progress = lambda line: None
+) -> dict[str, Any]:
     """Run the configured sections; return the report's data (machine, config, results)."""
     started = time.time()
     settings = load_settings()
@@ -144,11 +157,13 @@ def run_suite(config: BenchConfig, folder: Path) -> dict[str, Any]:
     }
     images = load_images(settings)
     report["inputs"] = images.source
+    progress("preparing models")
     models = prepare_models(list(config.models), folder, config.repository)
     report["weights"] = {name: model.weights for name, model in models.items()}
     results: dict[str, Any] = {}
     peak = machine.cpu_peak()
     if "engine" in config.sections:
+        progress("engine: TensorFlow paths and ONNX Runtime sessions")
         results["engine"] = engine.run(
             models, images, config.batches, config.sweep_batches, config.engine_plan, peak.cores
         )
@@ -158,7 +173,7 @@ def run_suite(config: BenchConfig, folder: Path) -> dict[str, Any]:
             models, images, peak, results.get("engine"), config.engine_plan
         )
     if any(section in config.sections for section in SERVICE_SECTIONS):
-        _service_phase(config, models, images, folder, results)
+        _service_phase(config, models, images, folder, results, progress)
     report["load_average"]["end"] = machine.load_average()
     report["seconds"] = time.time() - started
     report["results"] = results
