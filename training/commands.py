@@ -98,8 +98,8 @@ def train_all(
 
     records = []
     for name, config in configs.items():
-        _stdout.rule(
-            f"{name}: recipe {config.recipe} ({config.loss}, batch {config.batch_size}, "
+        _stdout.print(
+            f"[bold]{name}[/]: recipe {config.recipe} ({config.loss}, batch {config.batch_size}, "
             f"learning rate {config.learning_rate:g} {config.schedule}, "
             f"at most {config.epochs} epochs, seed {config.seed})"
         )
@@ -119,16 +119,20 @@ def train_all(
 
 def summary_table(records: list[TrainingRecord], out_dir: Path) -> Table:
     """One row per trained model: epochs, time, test MSE, PSNR, code zeros, collapse."""
-    table = Table(title=f"trained into {out_dir}")
-    for column in ("model", "epochs", "time s", "test MSE", "PSNR dB", "code zeros", "status"):
+    table = Table(
+        title=f"trained into {out_dir}",
+        caption="* PSNR of the denoised output from noisy (0.5) test inputs",
+    )
+    for column in ("model", "epochs", "best", "time s", "test MSE", "PSNR dB", "zeros", "status"):
         table.add_column(column, justify="left" if column in ("model", "status") else "right")
     for record in records:
         table.add_row(
             record.model,
-            f"{record.epochs_run} (best {record.best_epoch})",
+            str(record.epochs_run),
+            str(record.best_epoch),
             f"{record.duration_s:.0f}",
             f"{record.test_mse:.5f}",
-            f"{record.test_psnr_db:.1f}" + (" (noisy in)" if record.test_input != "clean" else ""),
+            f"{record.test_psnr_db:.1f}" + ("*" if record.test_input != "clean" else ""),
             f"{record.test_code_zero_fraction:.0%}",
             "COLLAPSED" if record.collapsed else "ok",
         )
