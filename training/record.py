@@ -11,6 +11,7 @@ be inspected.
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -72,8 +73,8 @@ class TrainingRecord:
     history: dict[str, list[float]] = field(default_factory=dict)
 
     def to_json(self) -> str:
-        """The record as indented JSON text."""
-        return json.dumps(asdict(self), indent=2, sort_keys=False) + "\n"
+        """The record as indented, strict JSON text (a NaN or infinite number becomes null)."""
+        return json.dumps(_finite(asdict(self)), indent=2, allow_nan=False) + "\n"
 
     @classmethod
     def from_json(cls, text: str, origin: str = "record") -> TrainingRecord:
@@ -87,6 +88,17 @@ class TrainingRecord:
             return cls(**{key: value for key, value in raw.items() if key in names})
         except TypeError as error:
             raise InputError(f"{origin} is not a training record: {error}") from None
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every NaN/infinite float replaced by ``None`` (JSON has no NaN)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_finite(item) for item in value]
+    return value
 
 
 def read_record(model_dir: Path) -> TrainingRecord:

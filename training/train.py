@@ -181,36 +181,18 @@ def make_record(
     started: float,
 ) -> TrainingRecord:
     """Measure the kept model and assemble its training record."""
-    validation_mse = metrics.mse(
-        _predict(model, arrays.validation_inputs), arrays.validation_targets
-    )
-    baseline_mse = metrics.mean_image_baseline(arrays.train, arrays.validation_targets)
-    test_mse = metrics.mse(_predict(model, arrays.test_inputs), arrays.test_targets)
-    encoder = keras.Model(model.input, model.get_layer(architectures.CODE_LAYER).output)
     epochs_run = len(history["loss"])
-    stopped_early = early_stopping is not None and early_stopping.stopped_epoch > 0
     best_epoch = epochs_run if early_stopping is None else early_stopping.best_epoch + 1
     return TrainingRecord(
         model=spec.name,
         recipe={"name": config.recipe, **_hyperparameters(config)},
         epochs_run=epochs_run,
         best_epoch=best_epoch,
-        stopped_early=stopped_early,
+        stopped_early=early_stopping is not None and early_stopping.stopped_epoch > 0,
         final_train_loss=float(history["loss"][-1]),
         final_val_loss=float(history["val_loss"][-1]),
         best_val_loss=float(history["val_loss"][best_epoch - 1]),
-        validation_mse=validation_mse,
-        baseline_mse=baseline_mse,
-        collapsed=metrics.is_collapsed(validation_mse, baseline_mse),
-        test_mse=test_mse,
-        test_psnr_db=metrics.psnr_db(test_mse),
-        test_input=f"noise {config.noise_factor}" if spec.noisy_input else "clean",
-        test_code_zero_fraction=metrics.zero_fraction(_predict(encoder, arrays.test_inputs)),
-        noisy_input_psnr_db=(
-            metrics.psnr_db(metrics.mse(arrays.test_inputs, arrays.test_targets))
-            if spec.noisy_input
-            else None
-        ),
+        **measure(spec, config, arrays, model),
         data_source=data.source,
         train_images=len(arrays.train),
         validation_images=len(arrays.validation_targets),
@@ -221,6 +203,29 @@ def make_record(
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         history={key: [float(value) for value in values] for key, values in history.items()},
     )
+
+
+def measure(
+    spec: ModelSpec, config: TrainingConfig, arrays: batches.Split, model: keras.Model
+) -> dict[str, Any]:
+    """The kept model's validation/test errors, collapse verdict and code sparsity."""
+    validation_mse = metrics.mse(
+        _predict(model, arrays.validation_inputs), arrays.validation_targets
+    )
+    baseline_mse = metrics.mean_image_baseline(arrays.train, arrays.validation_targets)
+    test_mse = metrics.mse(_predict(model, arrays.test_inputs), arrays.test_targets)
+    encoder = keras.Model(model.input, model.get_layer(architectures.CODE_LAYER).output)
+    noisy_input_mse = metrics.mse(arrays.test_inputs, arrays.test_targets)
+    return {
+        "validation_mse": validation_mse,
+        "baseline_mse": baseline_mse,
+        "collapsed": metrics.is_collapsed(validation_mse, baseline_mse),
+        "test_mse": test_mse,
+        "test_psnr_db": metrics.psnr_db(test_mse),
+        "test_input": f"noise {config.noise_factor}" if spec.noisy_input else "clean",
+        "test_code_zero_fraction": metrics.zero_fraction(_predict(encoder, arrays.test_inputs)),
+        "noisy_input_psnr_db": metrics.psnr_db(noisy_input_mse) if spec.noisy_input else None,
+    }
 
 
 def library_versions() -> dict[str, str]:

@@ -250,3 +250,10 @@ def test_write_trained_replaces_atomically_and_leaves_nothing_on_failure(tmp_pat
 def test_record_json_round_trip():
     record = _record(history={"loss": [0.3, 0.2]})
     assert TrainingRecord.from_json(record.to_json()) == record
+
+
+def test_record_json_is_strict_even_for_a_nan_loss():
+    record = _record(test_mse=float("nan"), history={"loss": [0.3, float("inf")]})
+    text = record.to_json()
+    parsed = json.loads(text, parse_constant=lambda name: pytest.fail(f"non-JSON {name}"))
+    assert parsed["test_mse"] is None and parsed["history"]["loss"] == [0.3, None]
