@@ -65,6 +65,8 @@ def train(
     ] = DEFAULT_RECIPE,
 ) -> None:
     """Train the article's autoencoders on MNIST; write model.keras and record.json for each."""
+    # Before anything can import TensorFlow (the keras download below, or training).
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", TF_LOG_LEVEL)
     settings = load_settings()
     names = model_names(model)
     options = {"epochs": epochs, "batch_size": batch_size, "seed": seed, "train_limit": limit}
@@ -93,7 +95,6 @@ def train_all(
     configs: dict[str, TrainingConfig], mnist: MnistData, out_dir: Path
 ) -> list[TrainingRecord]:
     """Train each model in turn, printing Keras' per-epoch lines and a warning per collapse."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", TF_LOG_LEVEL)
     from training.train import train_model
 
     records = []
