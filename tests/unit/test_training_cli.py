@@ -112,3 +112,13 @@ def test_train_all_reports_collapse_with_an_error(tmp_path, monkeypatch, collaps
     else:
         assert result.exit_code == 0, result.output
         assert "COLLAPSED" not in result.output
+
+
+def test_the_command_module_does_not_import_tensorflow():
+    code = (
+        "import sys, training.commands, training.recipe, training.batches, training.metrics, "
+        "training.record; heavy = [m for m in ('tensorflow', 'keras') if m in sys.modules]; "
+        "assert not heavy, heavy"
+    )
+    root = Path(__file__).resolve().parents[2]
+    subprocess.run([sys.executable, "-c", code], cwd=root, check=True)
