@@ -90,11 +90,16 @@ def _header(metrics: Mapping[str, Any]) -> str:
             f"Command: `{metrics['command']}`; git commit `{metrics.get('git_commit') or '?'}`; "
             f"took {metrics['duration_s']:.0f} s.",
             f"Evaluation data: {metrics['data']['source']}.",
-            "Models, as published in the repository and run through ONNX Runtime (CPU); "
-            "training details from each version's training record:",
+            "Models, as published in the repository and run through ONNX Runtime "
+            f"({_providers(metrics)}); training details from each version's training record:",
             table(header, rows),
         ]
     )
+
+
+def _providers(metrics: Mapping[str, Any]) -> str:
+    names = {name for info in metrics["models"].values() for name in info.get("providers", [])}
+    return ", ".join(sorted(names)) or "provider not recorded"
 
 
 def _recipe(recipe: Any) -> str | None:

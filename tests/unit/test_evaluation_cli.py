@@ -111,6 +111,7 @@ def test_report_folder_holds_report_metrics_and_figures(evaluated):
     assert sorted(metrics["figures"]) == sorted(report.FIGURES.values())
     text = (out / "report.md").read_text()
     assert "## The article's claims" in text and "## 4. Codes as features" in text
+    assert "ONNX Runtime (CPUExecutionProvider)" in text
     assert not list(out.parent.glob(".report.staging-*"))
 
 
