@@ -114,14 +114,17 @@ class Engine:
         self.providers = settings.providers
         self.threads = threads_per_process(settings, concurrency)
         self.require_gpu = require_gpu
-        self._sessions: dict[tuple[str, int, Graph], LoadedGraph] = {}
+        self._sessions: dict[tuple[str, Graph, str], LoadedGraph] = {}
         self._lock = threading.Lock()
         self._pid = os.getpid()
         self._announced = False
 
     def graph(self, version: ModelVersion, graph: Graph) -> LoadedGraph:
         """The session for one graph of one model version, created on first use."""
-        key = (version.model, version.version, graph)
+        # Keyed by folder and recorded hash, not model@version: one process may read two
+        # repositories that both hold e.g. vanilla@1, and a version folder may be republished.
+        recorded_sha256 = str(version.config.get("sha256", {}).get(version.graph(graph).file))
+        key = (str(version.path.resolve()), graph, recorded_sha256)
         if self._pid != os.getpid():  # inherited through a fork: never reuse the parent's
             self._sessions.clear()
             self._pid = os.getpid()

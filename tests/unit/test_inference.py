@@ -6,11 +6,12 @@ import os
 
 import numpy as np
 import pytest
-from worker_support import expected, random_images, tiny_repository
+from worker_support import expected, publish_tiny, random_images, tiny_repository
 
 from common.catalog import MODELS, Graph, Operation
 from common.errors import IntegrityError, ProviderError
 from common.settings import Settings
+from export.repository import ModelRepository
 from worker import inference
 from worker.inference import CPU_PROVIDER, Engine, from_graph_output, to_graph_input
 
@@ -85,6 +86,17 @@ def test_one_session_per_model_version_and_graph(repository):
     engine.run(version, Operation.RECONSTRUCT, random_images(2))
     assert engine.graph(version, Graph.AUTOENCODER) is first
     assert engine.graph(version, Graph.ENCODER) is not first
+
+
+def test_the_same_model_version_in_two_repositories_gets_two_sessions(repository, tmp_path):
+    other = ModelRepository(tmp_path / "other")
+    publish_tiny(other, "vanilla", seed=7)
+    engine = Engine(CPU_ONLY)
+    images = random_images(3)
+    ours = engine.run(repository.get("vanilla"), Operation.RECONSTRUCT, images).array
+    theirs = engine.run(other.get("vanilla"), Operation.RECONSTRUCT, images).array
+    assert repository.get("vanilla").label == other.get("vanilla").label == "vanilla@1"
+    assert not np.array_equal(ours, theirs)
 
 
 def test_a_tampered_graph_is_refused(tmp_path):
