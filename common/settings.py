@@ -40,6 +40,8 @@ class Settings:
         model_repository: the model repository folder (``AEQ_MODEL_REPOSITORY``).
         training_dir: where ``aeq train`` writes and ``aeq export`` reads (``AEQ_TRAINING_DIR``).
         data_dir: an MNIST folder or ``mnist.npz`` (``AEQ_DATA_DIR``).
+        keras_home: Keras' own folder (``KERAS_HOME``; ``None`` = ``~/.keras``), where its MNIST
+            download is cached.
         providers: ONNX Runtime execution providers in order of preference (``AEQ_PROVIDERS``).
         result_ttl_s: how long job data stays in Redis (``AEQ_RESULT_TTL_S``).
         visibility_timeout_s: Redis visibility timeout for unacknowledged tasks
@@ -54,6 +56,7 @@ class Settings:
     model_repository: Path = DEFAULT_MODEL_REPOSITORY
     training_dir: Path = DEFAULT_TRAINING_DIR
     data_dir: Path | None = None
+    keras_home: Path | None = None
     providers: tuple[str, ...] = DEFAULT_PROVIDERS
     result_ttl_s: int = DEFAULT_RESULT_TTL_S
     visibility_timeout_s: int = DEFAULT_VISIBILITY_TIMEOUT_S
@@ -101,6 +104,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         model_repository=Path(env.get("AEQ_MODEL_REPOSITORY") or DEFAULT_MODEL_REPOSITORY),
         training_dir=Path(env.get("AEQ_TRAINING_DIR") or DEFAULT_TRAINING_DIR),
         data_dir=Path(env["AEQ_DATA_DIR"]) if env.get("AEQ_DATA_DIR") else None,
+        keras_home=Path(env["KERAS_HOME"]) if env.get("KERAS_HOME") else None,
         providers=parse_providers(env.get("AEQ_PROVIDERS") or ",".join(DEFAULT_PROVIDERS)),
         result_ttl_s=_positive_int(env, "AEQ_RESULT_TTL_S", DEFAULT_RESULT_TTL_S),
         visibility_timeout_s=_positive_int(

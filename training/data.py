@@ -146,10 +146,8 @@ def load_npz(path: Path) -> MnistData:
 
 def keras_cache_candidates(settings: Settings) -> list[Path]:
     """Where ``keras.datasets.mnist`` keeps its download, most likely first."""
-    # Settings may carry KERAS_HOME (read with the rest of the environment); without it keras
-    # uses ~/.keras, or /tmp/.keras when the home folder is not writable.
-    keras_home = getattr(settings, "keras_home", None)
-    homes = [Path(keras_home)] if keras_home else []
+    # Without KERAS_HOME keras uses ~/.keras, or /tmp/.keras when the home is not writable.
+    homes = [settings.keras_home] if settings.keras_home else []
     homes += [Path.home() / ".keras", KERAS_FALLBACK_HOME]
     return [home / "datasets" / NPZ_NAME for home in homes]
 

@@ -128,6 +128,14 @@ def test_keras_cache_is_read_with_numpy(no_keras_cache):
     assert loaded.source == f"keras cache {cache}"
 
 
+def test_keras_home_is_where_the_cache_is_looked_for_first(no_keras_cache, tmp_path):
+    arrays = _arrays()
+    cache = write_npz(tmp_path / "elsewhere" / "datasets" / "mnist.npz", arrays)
+    loaded = load_mnist(None, load_settings({"KERAS_HOME": str(tmp_path / "elsewhere")}))
+    _assert_same(loaded, arrays)
+    assert loaded.source == f"keras cache {cache}"
+
+
 def test_nothing_reachable_names_the_three_ways(no_keras_cache):
     with pytest.raises(DataUnavailableError) as raised:
         load_mnist(None, Settings())
