@@ -139,6 +139,7 @@ class Layout:
 
 LAYOUTS = {
     "1 worker": Layout("1 worker", ((),)),
+    "1 worker (1 thread)": Layout("1 worker (1 thread)", (("--threads", "1"),)),
     "2 workers (prefork)": Layout("2 workers (prefork)", (("--concurrency", "2"),)),
     "2 workers (2 commands)": Layout("2 workers (2 commands)", (("--threads", "1"),) * 2),
 }

@@ -218,7 +218,8 @@ def flops_lines(flops: dict[str, Any]) -> list[str]:
     for name, result in flops["models"].items():
         achieved = "; ".join(
             f"{path} {rate(found['images_per_s'])}/s = {found['gflops']:.1f} GFLOP/s "
-            f"({found['percent_of_peak']:.1f}% of peak)"
+            f"({found['percent_of_peak']:.0f}% of nominal, {found['percent_of_sgemm']:.0f}% of "
+            "SGEMM)"
             for path, found in result["achieved"].items()
         )
         rows.append([name, f"{result['macs']:,}", f"{result['flops'] / 1e6:.2f}",
@@ -226,7 +227,11 @@ def flops_lines(flops: dict[str, Any]) -> list[str]:
     return [
         "## 5. Arithmetic (MAC = 2 FLOPs; Conv2D and Dense layers)",
         "",
-        f"Peak: {flops['peak']['arithmetic']}",
+        f"Nominal peak: {flops['peak']['arithmetic']}",
+        "",
+        f"Measured ceiling: {flops['sgemm']['what']}: {flops['sgemm']['gflops']:.1f} GFLOP/s "
+        f"(= {flops['sgemm']['gflops'] / flops['peak']['gflops']:.2f} x nominal; the cores run "
+        "above the clock /proc/cpuinfo shows).",
         "",
         *table(
             ["model", "MACs/image", "MFLOP/image", "parameters", "achieved (largest batch)"], rows

@@ -70,10 +70,10 @@ QUICK = replace(
     models=("vanilla",),
     batches=(1, 64),
     sweep_batches=(64,),
-    engine_plan=Plan(repeats=2, min_repeat_s=0.02, warmup_calls=1),
+    engine_plan=Plan(repeats=2, min_repeat_s=0.02, warmup_calls=1, settle_s=0.01),
     service_items=2_000,
     service_repeats=1,
-    reference_plan=Plan(repeats=2, min_repeat_s=0.02, warmup_calls=1),
+    reference_plan=Plan(repeats=2, min_repeat_s=0.02, warmup_calls=1, settle_s=0.01),
     layouts=("1 worker", "2 workers (prefork)"),
     chunk_sizes=(256, 1024),
     latency_jobs=10,
@@ -169,8 +169,10 @@ def run_suite(
         )
     report["load_average"]["after_engine"] = machine.load_average()
     if "flops" in config.sections:
+        progress("flops: counting, and a float32 matrix product for the measured peak")
+        sgemm = machine.sgemm_gflops(quick=config.quick)
         results["flops"] = flops.run(
-            models, images, peak, results.get("engine"), config.engine_plan
+            models, images, peak, sgemm, results.get("engine"), config.engine_plan
         )
     if any(section in config.sections for section in SERVICE_SECTIONS):
         _service_phase(config, models, images, folder, results, progress)

@@ -1,10 +1,13 @@
 """Throughput measurement that holds up on a shared, noisy machine.
 
 Each contender is warmed up, then measured in repeats; a repeat calls it until ``min_repeat_s``
-has passed and yields items per second. Contenders are measured round-robin (A B C, A B C, ...)
-rather than one after another, so a burst of load from another process hits them all alike and
-the ratios between them stay meaningful. The figure reported is the median repeat; the spread
-(25th and 75th percentiles) says how noisy the run was.
+has passed and yields items per second. Contenders are measured round-robin rather than one after
+another, so a burst of load from another process hits them all alike and the ratios between them
+stay meaningful. The order rotates every repeat (A B C, B C A, C A B, ...) and each repeat starts
+after a short pause: ONNX Runtime's and TensorFlow's idle pool threads spin for a while after a
+call, and on two cores that spinning slows whichever contender runs next, so a fixed order would
+favour the first one. The figure reported is the median repeat; the spread (25th and 75th
+percentiles) says how noisy the run was.
 """
 
 from __future__ import annotations
@@ -24,12 +27,14 @@ class Plan:
         min_repeat_s: each repeat calls the contender until this much time has passed.
         warmup_calls: untimed calls before the first repeat.
         max_calls: a repeat stops after this many calls even if time is left.
+        settle_s: pause before each repeat, for the previous contender's threads to go idle.
     """
 
     repeats: int
     min_repeat_s: float
     warmup_calls: int = 2
     max_calls: int = 100_000
+    settle_s: float = 0.05
 
 
 @dataclass(frozen=True)
@@ -79,10 +84,13 @@ def compare(
     for call in contenders.values():
         for _ in range(plan.warmup_calls):
             call()
-    samples: dict[str, list[float]] = {name: [] for name in contenders}
-    for _ in range(plan.repeats):
-        for name, call in contenders.items():
-            samples[name].append(one_repeat(call, items_per_call, plan))
+    names = list(contenders)
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    for repeat in range(plan.repeats):
+        shift = repeat % len(names)
+        for name in names[shift:] + names[:shift]:
+            time.sleep(plan.settle_s)
+            samples[name].append(one_repeat(contenders[name], items_per_call, plan))
     return {name: Rate(tuple(values)) for name, values in samples.items()}
 
 

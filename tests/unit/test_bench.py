@@ -89,18 +89,20 @@ def test_cpuinfo_fields_read_the_first_processor_only():
 
 def test_compare_measures_every_contender_round_robin():
     order = []
-    plan = Plan(repeats=3, min_repeat_s=0.0, warmup_calls=1)
+    plan = Plan(repeats=3, min_repeat_s=0.0, warmup_calls=1, settle_s=0.0)
+    calls = {name: (lambda name=name: order.append(name)) for name in "abc"}
 
-    rates = compare({"a": lambda: order.append("a"), "b": lambda: order.append("b")}, 10, plan)
+    rates = compare(calls, 10, plan)
 
-    assert order == ["a", "b"] + ["a", "b"] * 3  # warm-up, then alternating repeats
-    assert set(rates) == {"a", "b"} and all(len(r.samples) == 3 for r in rates.values())
+    # Warm-up, then one repeat each per round, the order rotating so nobody always goes first.
+    assert order == ["a", "b", "c"] + ["a", "b", "c"] + ["b", "c", "a"] + ["c", "a", "b"]
+    assert set(rates) == set("abc") and all(len(r.samples) == 3 for r in rates.values())
     assert all(math.isfinite(r.median) and r.median > 0 for r in rates.values())
 
 
 def test_a_repeat_runs_until_its_minimum_time():
     calls = []
-    plan = Plan(repeats=1, min_repeat_s=0.05, warmup_calls=0)
+    plan = Plan(repeats=1, min_repeat_s=0.05, warmup_calls=0, settle_s=0.0)
 
     rate = compare({"sleepy": lambda: (calls.append(1), time.sleep(0.01))}, 1, plan)["sleepy"]
 
