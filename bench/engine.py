@@ -7,7 +7,8 @@ the service runs) and the tuned session. Every path returns a NumPy array, as th
 
 The tuned session comes from a sweep of session options (``bench.sessions``) at the sweep batch
 sizes: each option varied alone around the default, then the best values together; the fastest
-configuration at the largest batch is "tuned". The report says which options helped.
+configuration at the largest batch is "tuned". The report says which options helped. Where the
+graph rewrites of ``bench.rewrites`` apply, the tuned session also runs the rewritten graph.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 
 from bench.data import Images
 from bench.models import BenchModel
+from bench.rewrites import rewrite
 from bench.sessions import OrtConfig, combine_best, one_factor_configs
 from bench.timing import Plan, Rate, compare
 from common.catalog import Graph
@@ -28,7 +30,10 @@ TF_ENGINES = ("keras_predict", "keras_call", "tf_function", "tf_function_xla")
 ORT_DEFAULT = "ort_default"
 ORT_WORKER = "ort_worker"
 ORT_TUNED = "ort_tuned"
-ORT_ENGINES = (ORT_DEFAULT, ORT_WORKER, ORT_TUNED)
+# The tuned session on the graph with the rewrites ``bench.rewrites`` proposes for export/
+# (only for models where they change something: the convolutional ones).
+ORT_REWRITTEN = "ort_rewritten"
+ORT_ENGINES = (ORT_DEFAULT, ORT_WORKER, ORT_TUNED, ORT_REWRITTEN)
 PARITY_ITEMS = 64
 
 
@@ -106,12 +111,15 @@ def bench_model(
     }
     largest = sweeps[max(sweep_batches)]
     tuned = max(largest, key=lambda config: largest[config].median)
+    rewritten = rewrite(model_bytes, dims)
     paths = {
         **tensorflow_paths(model.keras_model),
         ORT_DEFAULT: ort_path(OrtConfig().session(model_bytes)),
         ORT_WORKER: ort_path(worker_session(model)),
         ORT_TUNED: ort_path(tuned.session(model_bytes)),
     }
+    if rewritten.changed:
+        paths[ORT_REWRITTEN] = ort_path(tuned.session(rewritten.model_bytes))
     rates = {}
     for batch in batches:
         inputs = images.floats(batch, dims)
@@ -132,6 +140,11 @@ def bench_model(
             for batch, by_config in sweeps.items()
         },
         "parity_max_abs_diff": _parity(model, paths, images),
+        "rewrites": {
+            "upsamplings_to_resize": rewritten.upsamplings,
+            "single_channel_convs_to_depthwise": rewritten.single_channel_convs,
+            "max_abs_diff": rewritten.max_abs_diff,
+        },
     }
 
 
@@ -139,7 +152,7 @@ def ratios(rates: dict[str, Rate]) -> dict[str, Any]:
     """ONNX Runtime (tuned, default, worker) over each TensorFlow path, and the fastest TF path."""
     fastest = max(TF_ENGINES, key=lambda name: rates[name].median)
     table: dict[str, Any] = {"fastest_tf": fastest}
-    for ort_name in ORT_ENGINES:
+    for ort_name in [name for name in ORT_ENGINES if name in rates]:
         for tf_name in TF_ENGINES:
             table[f"{ort_name}/{tf_name}"] = rates[ort_name].median / rates[tf_name].median
         table[f"{ort_name}/fastest_tf"] = rates[ort_name].median / rates[fastest].median

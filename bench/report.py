@@ -72,7 +72,7 @@ def engine_lines(engine: dict[str, Any]) -> list[str]:
         for name, result in engine["models"].items():
             rates = result["rates"][batch]
             ratios = result["ratios"][batch]
-            cells = [rate(rates[e]["median"]) for e in engine["engines"]]
+            cells = [rate(rates[e]["median"]) if e in rates else "-" for e in engine["engines"]]
             best = f"{ratio(ratios['ort_tuned/fastest_tf'])} ({ratios['fastest_tf']})"
             rows.append([name, *cells, best])
         lines += [f"Batch {batch}:", "", *table(header, rows)]
@@ -82,8 +82,10 @@ def engine_lines(engine: dict[str, Any]) -> list[str]:
     rows = []
     for name, result in engine["models"].items():
         ratios = result["ratios"][largest]
-        for ort_name in ("ort_default", "ort_worker", "ort_tuned"):
-            rows.append([name, ort_name, *[ratio(ratios[f"{ort_name}/{t}"]) for t in tf_names]])
+        for ort_name in [e for e in engine["engines"] if e.startswith("ort_")]:
+            if f"{ort_name}/fastest_tf" in ratios:
+                cells = [ratio(ratios[f"{ort_name}/{t}"]) for t in tf_names]
+                rows.append([name, ort_name, *cells])
     lines += table(["model", "ONNX Runtime session", *tf_names], rows)
     return lines + sweep_lines(engine)
 

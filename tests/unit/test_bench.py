@@ -221,5 +221,43 @@ def test_verdicts_leave_out_sections_that_did_not_run():
     assert targets.verdicts({}) == []
 
 
+@pytest.fixture(scope="module")
+def converted():
+    """The autoencoder graph of conv and vanilla, untrained, as ``aeq export`` converts it."""
+    import keras
+
+    from common.catalog import MODELS, Graph
+    from export.convert import convert_graph
+    from training.architectures import build
+
+    keras.utils.set_random_seed(0)
+    return {
+        name: convert_graph(build(name), Graph.AUTOENCODER, MODELS[name]).SerializeToString()
+        for name in ("conv", "vanilla")
+    }
+
+
+def test_rewrites_replace_upsamplings_and_the_one_channel_conv_without_changing_outputs(converted):
+    import onnx
+
+    from bench.rewrites import rewrite
+
+    result = rewrite(converted["conv"], (28, 28, 1))
+
+    assert (result.upsamplings, result.single_channel_convs) == (3, 1)
+    assert result.max_abs_diff <= 1e-5
+    ops = [node.op_type for node in onnx.load_from_string(result.model_bytes).graph.node]
+    assert ops.count("Resize") == 3 and "Tile" not in ops
+    assert len(ops) < len(onnx.load_from_string(converted["conv"]).graph.node)
+
+
+def test_rewrites_leave_a_dense_graph_alone(converted):
+    from bench.rewrites import rewrite
+
+    result = rewrite(converted["vanilla"], (784,))
+
+    assert not result.changed and result.model_bytes == converted["vanilla"]
+
+
 def test_rates_print_compactly():
     assert [report.rate(v) for v in (434_123, 11_080, 950.4, None)] == ["434k", "11.1k", "950", "-"]

@@ -73,7 +73,9 @@ def test_engine_section_covers_every_engine_and_batch(quick_report):
     engine = quick_report[0]["results"]["engine"]
     for result in engine["models"].values():
         for batch in map(str, engine["batches"]):
-            assert set(result["rates"][batch]) == set(engine["engines"])
+            # ort_rewritten runs only where the proposed export rewrites change the graph.
+            assert set(engine["engines"]) - {"ort_rewritten"} <= set(result["rates"][batch])
+            assert set(result["rates"][batch]) <= set(engine["engines"])
             assert result["ratios"][batch]["ort_tuned/fastest_tf"] > 0
         assert "default" in next(iter(result["sweep"].values()))
         assert result["parity_max_abs_diff"] < 1e-4  # same weights: the engines agree
