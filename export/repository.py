@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from common.catalog import Graph
+from common.durable import fsync_folder
 from common.errors import IntegrityError, ModelNotFoundError, RepositoryError
 
 CONFIG_FILE = "config.json"
@@ -242,7 +243,7 @@ class ModelRepository:
                 if error.errno in (errno.EEXIST, errno.ENOTEMPTY):
                     continue
                 raise RepositoryError(f"cannot publish {model} into {self.root}: {error}") from None
-            _fsync_directory(target.parent)
+            fsync_folder(target.parent)
             return ModelVersion(model, version, target, full_config)
         raise RepositoryError(f"could not find a free version number for {model} in {self.root}")
 
@@ -284,11 +285,3 @@ def _write_json(path: Path, data: Mapping[str, Any]) -> None:
         stream.write("\n")
         stream.flush()
         os.fsync(stream.fileno())
-
-
-def _fsync_directory(path: Path) -> None:
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)

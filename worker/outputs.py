@@ -35,6 +35,7 @@ from typing import IO
 import numpy as np
 
 from common.catalog import IMAGE_SIDE
+from common.durable import fsync_file, fsync_folder
 from common.errors import AeqError, JobError, UsageError
 from worker import staging
 from worker.code_files import (
@@ -225,7 +226,7 @@ class _Writer:
             for name, array in extra.items():
                 with z.open(f"{name}.npy", "w", force_zip64=True) as member:
                     np.lib.format.write_array(member, array, allow_pickle=False)
-        staging.fsync_file(archive)
+        fsync_file(archive)
         staging.place(archive, self.path, self._overwrite)
         staging.remove(staged.path)
 
@@ -314,7 +315,7 @@ class CodeWriter(_Writer):
             return
         sidecar = self._stage(staging.partial_path(sidecar_path(self.path)))
         sidecar.write_text(json.dumps(self._metadata(), ensure_ascii=False), encoding="utf-8")
-        staging.fsync_file(sidecar)
+        fsync_file(sidecar)
         # Sidecar first: a crash between the two renames leaves metadata whose count does not
         # match any codes (open_codes refuses it), never codes paired with stale names.
         staging.place(sidecar, sidecar_path(self.path), self._overwrite)
@@ -423,7 +424,7 @@ class _PngFolder:
             self._file_of[index] = pending
         for index in moves:
             os.rename(self.folder / self._file_of[index], self.folder / final[index])
-        staging.fsync_folder(self.folder)
+        fsync_folder(self.folder)
 
     def close(self) -> None:
         """Stop the sync threads (waiting for the ones running); idempotent."""
@@ -440,4 +441,4 @@ class _PngFolder:
 
 def _fsync_all(paths: list[Path]) -> None:
     for path in paths:
-        staging.fsync_file(path)
+        fsync_file(path)

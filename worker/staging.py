@@ -16,6 +16,7 @@ import secrets
 import shutil
 from pathlib import Path
 
+from common.durable import fsync_folder
 from common.errors import AeqError, OutputExistsError
 
 PARTIAL_MARK = ".partial-"
@@ -69,29 +70,6 @@ def remove(path: Path) -> None:
         path.unlink()
     except (FileNotFoundError, NotADirectoryError):
         pass  # never created: nothing to remove
-
-
-def fsync_file(path: Path) -> None:
-    """Flush a file's data to disk."""
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
-def fsync_folder(path: Path) -> None:
-    """Flush a folder's entries (new names, renames) to disk, where the platform allows it."""
-    try:
-        descriptor = os.open(path, os.O_RDONLY)
-    except OSError:
-        return  # e.g. Windows cannot open folders; its renames are durable on their own
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        pass  # some file systems refuse fsync on folders; the data itself was synced
-    finally:
-        os.close(descriptor)
 
 
 def place(staged: Path, target: Path, overwrite: bool) -> None:
