@@ -43,8 +43,8 @@ VersionOption = Annotated[int | None, typer.Option(min=1, help="Model version (d
 ChunkOption = Annotated[
     int, typer.Option(min=1, max=MAX_CHUNK_SIZE, help="Items per chunk (one task each).")
 ]
-ResizeOption = Annotated[bool, typer.Option(help="Resize images that are not 28x28.")]
-OverwriteOption = Annotated[bool, typer.Option(help="Replace an existing output.")]
+ResizeOption = Annotated[bool, typer.Option("--resize", help="Resize images that are not 28x28.")]
+OverwriteOption = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")]
 NoWaitOption = Annotated[
     bool, typer.Option("--no-wait", help="Print the job id and return; see 'aeq results'.")
 ]
@@ -276,7 +276,9 @@ def status(
 def results(
     job: JobArgument,
     output: OutputOption = None,
-    keep: Annotated[bool, typer.Option(help="Keep the job's data in Redis after writing.")] = False,
+    keep: Annotated[
+        bool, typer.Option("--keep", help="Keep the job's data in Redis after writing.")
+    ] = False,
     overwrite: OverwriteOption = False,
 ) -> None:
     """Write a job's outputs (waiting for it to finish), then delete its data unless --keep."""
@@ -341,7 +343,10 @@ def worker(
         typer.Option(min=1, help="ONNX Runtime threads per process (default: cores / processes)."),
     ] = None,
     require_gpu: Annotated[
-        bool, typer.Option(help="Refuse to start unless CUDA is the provider really in use.")
+        bool,
+        typer.Option(
+            "--require-gpu", help="Refuse to start unless CUDA is the provider really in use."
+        ),
     ] = False,
     loglevel: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
     hostname: Annotated[str | None, typer.Option(help="Worker name (default aeq@HOST).")] = None,
