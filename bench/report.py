@@ -67,13 +67,16 @@ def target_lines(verdicts: list[dict[str, Any]]) -> list[str]:
 def engine_lines(engine: dict[str, Any]) -> list[str]:
     lines = ["## 1. Inference engines (images/s, median of repeats)", ""]
     for batch in map(str, engine["batches"]):
-        header = ["model", *engine["engines"], "tuned / fastest TF"]
+        header = ["model", *engine["engines"], "best ORT / fastest TF"]
         rows = []
         for name, result in engine["models"].items():
             rates = result["rates"][batch]
             ratios = result["ratios"][batch]
             cells = [rate(rates[e]["median"]) if e in rates else "-" for e in engine["engines"]]
-            best = f"{ratio(ratios['ort_tuned/fastest_tf'])} ({ratios['fastest_tf']})"
+            best = (
+                f"{ratio(ratios['best_ort/fastest_tf'])} ({ratios['best_ort']} / "
+                f"{ratios['fastest_tf']})"
+            )
             rows.append([name, *cells, best])
         lines += [f"Batch {batch}:", "", *table(header, rows)]
     lines += ["ONNX Runtime / each TensorFlow path, largest batch:", ""]

@@ -138,6 +138,7 @@ def depthwise_single_channel_convs(model: Any) -> int:
 
 
 def _drop_dead_nodes(graph: Any) -> None:
+    """Remove nodes and initializers nothing uses any more (ONNX Runtime warns about each)."""
     nodes = list(graph.node)
     outputs = {value.name for value in graph.output}
     while True:
@@ -148,6 +149,9 @@ def _drop_dead_nodes(graph: Any) -> None:
         nodes = alive
     del graph.node[:]
     graph.node.extend(nodes)
+    kept = [tensor for tensor in graph.initializer if tensor.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
 
 
 def rewrite(model_bytes: bytes, input_dims: tuple[int, ...]) -> Rewritten:
@@ -165,6 +169,7 @@ def rewrite(model_bytes: bytes, input_dims: tuple[int, ...]) -> Rewritten:
     convs = depthwise_single_channel_convs(model)
     if not (upsamplings or convs):
         return Rewritten(model_bytes, 0, 0, 0.0)
+    _drop_dead_nodes(model.graph)
     onnx.checker.check_model(model)
     rewritten = model.SerializeToString()
     inputs = np.random.default_rng(0).random((CHECK_ITEMS, *input_dims), dtype=np.float32)

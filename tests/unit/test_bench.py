@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from bench import flops, machine, report, targets
+from bench import engine, flops, machine, report, targets
 from bench.cluster import WorkerProcess
 from bench.commands import parse_list
 from bench.jobs import Stopwatch, TimedProxy, worker_split
@@ -194,8 +194,10 @@ def test_model_and_section_lists_are_checked():
 def _results(engine_ratio: float, service_ratio: float, p50: float) -> dict:
     return {
         "engine": {"models": {"conv": {
-            "ratios": {"1": {"ort_tuned/fastest_tf": 9.0, "fastest_tf": "keras_call"},
-                       "1024": {"ort_tuned/fastest_tf": engine_ratio, "fastest_tf": "tf_function"}},
+            "ratios": {"1": {"best_ort/fastest_tf": 9.0, "fastest_tf": "keras_call",
+                             "best_ort": "ort_default"},
+                       "1024": {"best_ort/fastest_tf": engine_ratio, "fastest_tf": "tf_function",
+                                "best_ort": "ort_tuned"}},
             "tuned": {"label": "threads=1"},
         }}},
         "service": {"items": 20000, "models": {"conv": {
@@ -215,6 +217,20 @@ def test_verdicts_judge_each_target_at_its_threshold():
     assert [v["met"] for v in missed[:3]] == [False, False, False]
     assert [v["met"] for v in missed[3:]] == [True, False]  # client 1.2x ok, worker 1.3x not flat
     assert "batch 1024" in missed[0]["target"]
+
+
+def test_engine_ratios_take_the_best_session_against_the_fastest_tensorflow_path():
+    rates = {name: Rate((value,)) for name, value in {
+        "keras_predict": 1.0, "keras_call": 10.0, "tf_function": 40.0, "tf_function_xla": 50.0,
+        "ort_default": 90.0, "ort_worker": 60.0, "ort_tuned": 75.0, "ort_rewritten": 200.0,
+    }.items()}  # fmt: skip
+
+    table = engine.ratios(rates)
+
+    assert (table["fastest_tf"], table["best_ort"]) == ("tf_function_xla", "ort_default")
+    assert table["best_ort/fastest_tf"] == pytest.approx(1.8)  # the rewritten graph is apart
+    assert table["ort_tuned/keras_call"] == pytest.approx(7.5)
+    assert table["ort_rewritten/fastest_tf"] == pytest.approx(4.0)
 
 
 def test_verdicts_leave_out_sections_that_did_not_run():
