@@ -9,8 +9,9 @@ and one MAC counts as 2 FLOPs (a multiply and an add; an FMA instruction does bo
 the CPU peak counts them too). Biases, activations, pooling and upsampling are left out: they are
 a few operations per output value, under 2% of the total for these models.
 
-Achieved GFLOP/s = FLOPs per image x images/s, with images/s from section 1 (the tuned ONNX
-Runtime session and the fastest TensorFlow path at the largest batch) when it ran, else from a
+Achieved GFLOP/s = FLOPs per image x images/s, with images/s from section 1 (the best ONNX
+Runtime session, the fastest TensorFlow path and, for the convolutional models, ONNX Runtime on
+the rewritten graph, at the largest batch) when it ran, else from a
 short measurement of ONNX Runtime's default session here. They are set against two ceilings: the
 nominal peak (``bench.machine.cpu_peak``: cores x clock x FLOPs/cycle) and the best a large
 float32 matrix product reaches here (``bench.machine.sgemm_gflops``), which is what the cores
@@ -74,14 +75,10 @@ def _measured_rates(
         measured = (engine or {}).get("models", {}).get(name)
         if measured:
             batch = str(max(int(b) for b in measured["rates"]))
-            by_engine = measured["rates"][batch]
-            fastest_tf = measured["ratios"][batch]["fastest_tf"]
-            rates[name] = {
-                "batch": int(batch),
-                "source": "section 1",
-                "ort_tuned": by_engine["ort_tuned"]["median"],
-                fastest_tf: by_engine[fastest_tf]["median"],
-            }
+            by_engine, ratios = measured["rates"][batch], measured["ratios"][batch]
+            chosen = [ratios["best_ort"], ratios["fastest_tf"], "ort_rewritten"]
+            rates[name] = {"batch": int(batch), "source": "section 1"}
+            rates[name].update({e: by_engine[e]["median"] for e in chosen if e in by_engine})
             continue
         session = OrtConfig().session(model.version.read_verified(Graph.AUTOENCODER))
         inputs = images.floats(FALLBACK_BATCH, model.spec.input_dims)
