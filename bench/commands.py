@@ -50,7 +50,8 @@ def parse_list(text: str | None, allowed: tuple[str, ...], what: str) -> tuple[s
 
 def bench(
     quick: Annotated[
-        bool, typer.Option(help="Small sizes and few repeats (< 1 min): checks the harness.")
+        bool,
+        typer.Option("--quick", help="Small sizes and few repeats (< 1 min): checks the harness."),
     ] = False,
     out: Annotated[
         Path | None,
