@@ -35,6 +35,9 @@ demo: venv
 bench: venv
 	$(BIN)/aeq bench
 
+bench-quick: venv
+	$(BIN)/aeq bench --quick
+
 evaluate: venv
 	$(BIN)/aeq evaluate all
 
