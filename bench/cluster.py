@@ -137,11 +137,17 @@ class Layout:
     commands: tuple[tuple[str, ...], ...]
 
 
+# "1 worker" is ``aeq worker`` with its defaults (on a CPU host one process per core, one ONNX
+# Runtime thread each); the solo layouts are the default before that (one process, every core
+# as a thread) and its one-thread variant; the last is two solo one-thread commands side by side.
+SOLO = ("--concurrency", "1")
 LAYOUTS = {
     "1 worker": Layout("1 worker", ((),)),
-    "1 worker (1 thread)": Layout("1 worker (1 thread)", (("--threads", "1"),)),
-    "2 workers (prefork)": Layout("2 workers (prefork)", (("--concurrency", "2"),)),
-    "2 workers (2 commands)": Layout("2 workers (2 commands)", (("--threads", "1"),) * 2),
+    "1 worker (solo)": Layout("1 worker (solo)", (SOLO,)),
+    "1 worker (solo, 1 thread)": Layout("1 worker (solo, 1 thread)", ((*SOLO, "--threads", "1"),)),
+    "2 workers (2 solo commands)": Layout(
+        "2 workers (2 solo commands)", ((*SOLO, "--threads", "1"),) * 2
+    ),
 }
 
 

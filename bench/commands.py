@@ -48,6 +48,29 @@ def parse_list(text: str | None, allowed: tuple[str, ...], what: str) -> tuple[s
     return tuple(name for name in allowed if name in chosen)
 
 
+def _in_given_order(text: str | None, chosen: tuple[str, ...] | None) -> tuple[str, ...] | None:
+    """``chosen`` in the order the user wrote them (the first layout is the reference one)."""
+    if text is None or chosen is None:
+        return chosen
+    given = [part.strip() for part in text.split(",")]
+    return tuple(sorted(chosen, key=given.index))
+
+
+def parse_sizes(text: str | None) -> tuple[int, ...] | None:
+    """Comma-separated chunk sizes, each 1..MAX_CHUNK_SIZE (None if not given)."""
+    from worker.protocol import MAX_CHUNK_SIZE
+
+    if text is None:
+        return None
+    try:
+        sizes = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise UsageError(f"--chunk-sizes takes whole numbers, got {text!r}") from None
+    if not sizes or not all(1 <= size <= MAX_CHUNK_SIZE for size in sizes):
+        raise UsageError(f"--chunk-sizes must be between 1 and {MAX_CHUNK_SIZE}, got {text!r}")
+    return sizes
+
+
 def bench(
     quick: Annotated[
         bool,
@@ -79,19 +102,34 @@ def bench(
             "converted here; speed does not depend on the weights)."
         ),
     ] = None,  # fmt: skip
+    layouts: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated worker layouts of section 2 (default all; the first also runs "
+            "the chunk sweep, latency and memory)."
+        ),
+    ] = None,  # fmt: skip
+    chunk_sizes: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated chunk sizes of section 2's sweep (default 64...4096)."),
+    ] = None,  # fmt: skip
 ) -> None:
     """Benchmark inference engines, the service, latency, memory and FLOPs; write a report."""
+    from bench.cluster import LAYOUTS
     from bench.suite import FULL, QUICK, SECTIONS
 
     config = QUICK if quick else FULL
     chosen_models = parse_list(models, tuple(MODELS), "model")
     chosen_sections = parse_list(sections, SECTIONS, "section")
+    chosen_layouts = parse_list(layouts, tuple(LAYOUTS), "layout")
     if repository is not None and not repository.is_dir():
         raise UsageError(f"--repository {repository} is not a folder")
     config = replace(
         config,
         models=chosen_models or config.models,
         sections=chosen_sections or config.sections,
+        layouts=_in_given_order(layouts, chosen_layouts) or config.layouts,
+        chunk_sizes=parse_sizes(chunk_sizes) or config.chunk_sizes,
         repository=repository,
     )
     folder = out or RESULTS_FOLDER / time.strftime("%Y%m%d-%H%M%S")

@@ -3,7 +3,8 @@
 Per model, the same uint8 ``.npy`` goes
 
 - through the service: ``bench.jobs.run_job`` (the CLI's own calls) to real ``aeq worker``
-  processes (1 worker, then the 2-worker layouts), output written to a ``.npy``;
+  processes (``aeq worker`` with its defaults, then the other layouts), output written to a
+  ``.npy``;
 - through ONNX Runtime in this process: ``worker.inference.Engine`` (the worker's session and
   pixel conversion) over the in-memory array in chunks of the default chunk size: the ceiling,
   measured once right before each service job, so both sides of a ratio see the same load;

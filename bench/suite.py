@@ -74,7 +74,7 @@ QUICK = replace(
     service_items=2_000,
     service_repeats=1,
     reference_plan=Plan(repeats=2, min_repeat_s=0.02, warmup_calls=1, settle_s=0.01),
-    layouts=("1 worker", "2 workers (prefork)"),
+    layouts=("1 worker", "1 worker (solo)"),
     chunk_sizes=(256, 1024),
     latency_jobs=10,
     latency_cli_runs=1,

@@ -46,7 +46,8 @@ class Settings:
         result_ttl_s: how long job data stays in Redis (``AEQ_RESULT_TTL_S``).
         visibility_timeout_s: Redis visibility timeout for unacknowledged tasks
             (``AEQ_VISIBILITY_TIMEOUT_S``).
-        worker_concurrency: worker processes per ``aeq worker`` (``AEQ_WORKER_CONCURRENCY``).
+        worker_concurrency: worker processes per ``aeq worker`` (``AEQ_WORKER_CONCURRENCY``;
+            ``None`` = one per core on a CPU host, one where a GPU is used).
         threads_per_process: ONNX Runtime intra-op threads per worker process (``AEQ_THREADS``;
             ``None`` = the machine's cores divided by the concurrency).
     """
@@ -60,7 +61,7 @@ class Settings:
     providers: tuple[str, ...] = DEFAULT_PROVIDERS
     result_ttl_s: int = DEFAULT_RESULT_TTL_S
     visibility_timeout_s: int = DEFAULT_VISIBILITY_TIMEOUT_S
-    worker_concurrency: int = 1
+    worker_concurrency: int | None = None
     threads_per_process: int | None = None
 
     @property
@@ -98,6 +99,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Read aeq's settings from ``environ`` (default: the process environment)."""
     env = os.environ if environ is None else environ
     threads = env.get("AEQ_THREADS")
+    concurrency = env.get("AEQ_WORKER_CONCURRENCY")
     return Settings(
         broker_url=env.get("AEQ_BROKER_URL") or None,
         result_backend_url=env.get("AEQ_RESULT_BACKEND") or None,
@@ -110,6 +112,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         visibility_timeout_s=_positive_int(
             env, "AEQ_VISIBILITY_TIMEOUT_S", DEFAULT_VISIBILITY_TIMEOUT_S
         ),
-        worker_concurrency=_positive_int(env, "AEQ_WORKER_CONCURRENCY", 1),
+        worker_concurrency=(
+            _positive_int(env, "AEQ_WORKER_CONCURRENCY", 1) if concurrency else None
+        ),
         threads_per_process=_positive_int(env, "AEQ_THREADS", 1) if threads else None,
     )

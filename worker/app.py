@@ -10,16 +10,20 @@ Choices (docs/SERVICE.md explains each):
 - Redis redelivers an unacknowledged message once the visibility timeout has passed; kombu only
   notices during a periodic sweep, which runs every ``restore_interval_s(visibility_timeout)``.
 - Results are stored by aeq itself (``worker.jobs``), so Celery's result backend is off.
+- A prefork child dies with its parent (``worker.lifetime``): nothing keeps running chunks for a
+  worker that was killed.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, replace
 from typing import Any
 
 from celery import Celery, signals
 
 from common.settings import Settings, load_settings
+from worker.lifetime import die_with_parent
 
 QUEUE = "aeq"
 # Client-side connect timeout: an unreachable broker fails in seconds, not after kombu's retries.
@@ -97,6 +101,8 @@ def make_app(settings: Settings) -> Celery:
 settings: Settings = load_settings()
 options = WorkerOptions()
 app = make_app(settings)
+# The worker's main process, recorded before it forks its pool.
+_parent_pid: int | None = None
 
 
 def configure(new_settings: Settings, new_options: WorkerOptions) -> None:
@@ -109,8 +115,20 @@ def configure(new_settings: Settings, new_options: WorkerOptions) -> None:
 
 @signals.worker_init.connect
 def _record_concurrency(sender: Any = None, **_: Any) -> None:
-    """Under plain ``celery -A worker.app worker -c N``, split the cores over N processes too."""
-    global options
+    """Remember the main process (before any fork); under plain ``celery -A worker.app worker -c
+    N``, split the cores over N processes too."""
+    global options, _parent_pid
+    _parent_pid = os.getpid()
     concurrency = getattr(sender, "concurrency", None)
     if isinstance(concurrency, int) and concurrency > 0:
         options = replace(options, concurrency=concurrency)
+
+
+@signals.worker_process_init.connect
+def _die_with_the_worker(**_: Any) -> None:
+    """In each prefork child: be killed by the kernel when the worker's main process dies.
+
+    The solo pool sends this signal too, in the main process itself: nothing to arm there.
+    """
+    if _parent_pid is not None and os.getpid() != _parent_pid:
+        die_with_parent(_parent_pid)

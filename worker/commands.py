@@ -335,7 +335,9 @@ def worker(
     concurrency: Annotated[
         int | None,
         typer.Option(
-            min=1, help="Worker processes (1: solo pool; default AEQ_WORKER_CONCURRENCY or 1)."
+            min=1,
+            help="Worker processes (1: solo pool; default AEQ_WORKER_CONCURRENCY, else one per "
+            "core on a CPU host, 1 where a GPU is used).",
         ),
     ] = None,
     threads: Annotated[

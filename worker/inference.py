@@ -40,6 +40,11 @@ TENSORRT_PROVIDER = "TensorrtExecutionProvider"
 # Device nodes the NVIDIA driver creates (also inside containers given a GPU).
 _NVIDIA_DEVICES = (Path("/dev/nvidiactl"), Path("/dev/nvidia0"), Path("/proc/driver/nvidia"))
 _PIXEL_SCALE = np.float32(1.0 / 255.0)
+# ONNX Runtime's pool threads spin after a parallel section, waiting for the next one. On a host
+# whose cores are shared (other workers, Redis, the client) they burn the cores the rest need:
+# a 2-thread session without spinning ran 1.1-2.0x faster with one core busy elsewhere, in 7 of
+# 8 model runs (docs/BENCHMARKS.md). One-thread sessions have no pool, so nothing to turn off.
+ALLOW_SPINNING_KEY = "session.intra_op.allow_spinning"
 
 
 @dataclass(frozen=True)
@@ -73,6 +78,16 @@ def nvidia_device_visible() -> bool:
     if not sys.platform.startswith("linux"):
         return True
     return any(path.exists() for path in _NVIDIA_DEVICES)
+
+
+def gpu_expected(providers: tuple[str, ...]) -> bool:
+    """True when sessions will try a GPU: CUDA (or TensorRT) is asked for and a driver is visible.
+
+    A guess made without loading CUDA (that happens in the worker's children, after the fork);
+    the providers really in use are still read back from every session.
+    """
+    wants_gpu = CUDA_PROVIDER in providers or TENSORRT_PROVIDER in providers
+    return wants_gpu and nvidia_device_visible()
 
 
 def cpu_cores() -> int:
@@ -184,6 +199,8 @@ class Engine:
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
+        if self.threads > 1:
+            options.add_session_config_entry(ALLOW_SPINNING_KEY, "0")
         return options
 
     def _announce(self, version: ModelVersion, graph: Graph, in_use: list[str]) -> None:

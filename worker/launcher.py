@@ -1,8 +1,13 @@
 """``aeq worker``: start the Celery worker with defaults that suit a CPU host and a GPU host.
 
-- Concurrency 1 runs Celery's solo pool: one process, the task runs in it, no IPC per chunk.
-  That is also the GPU layout: one worker per GPU (``CUDA_VISIBLE_DEVICES`` picks it).
-- Concurrency N > 1 runs the prefork pool with N children; ONNX Runtime's threads are split so
+- By default a CPU host runs one process per core, each with one ONNX Runtime thread (prefork):
+  measured faster than one process with every core as a thread in 23 of 25 comparisons
+  (docs/BENCHMARKS.md), because single-thread sessions never wait at an intra-op barrier for a
+  thread another process has descheduled, and one chunk's Redis I/O overlaps another's inference.
+- Where a GPU is used (CUDA asked for and a driver visible, or ``--require-gpu``) the default is
+  one process: Celery's solo pool, the task runs in it, no IPC per chunk. One worker per GPU
+  (``CUDA_VISIBLE_DEVICES`` picks it).
+- ``--concurrency`` / ``AEQ_WORKER_CONCURRENCY`` override both; ONNX Runtime's threads are split so
   the N processes share the cores instead of oversubscribing them.
 - ``--require-gpu`` proves CUDA is the provider really in use (a real session, in a subprocess,
   so nothing touches CUDA before the fork) and refuses to start otherwise.
@@ -12,11 +17,11 @@ from __future__ import annotations
 
 import socket
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from common.errors import ProviderError, UsageError
 from common.settings import Settings
-from worker.inference import CUDA_PROVIDER, threads_per_process
+from worker.inference import CUDA_PROVIDER, cpu_cores, gpu_expected, threads_per_process
 from worker.store import connect, redact
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -24,17 +29,31 @@ LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 @dataclass(frozen=True)
 class LaunchOptions:
-    """``aeq worker`` options."""
+    """``aeq worker`` options (``concurrency`` None: ``default_concurrency``)."""
 
-    concurrency: int = 1
+    concurrency: int | None = None
     threads: int | None = None
     require_gpu: bool = False
     loglevel: str = "info"
     hostname: str | None = None
 
 
+def default_concurrency(settings: Settings, require_gpu: bool) -> int:
+    """Worker processes when none are asked for: one per GPU worker, else one per core."""
+    if require_gpu or gpu_expected(settings.providers):
+        return 1
+    return cpu_cores()
+
+
+def resolved(settings: Settings, options: LaunchOptions) -> LaunchOptions:
+    """``options`` with the concurrency decided."""
+    if options.concurrency is not None:
+        return options
+    return replace(options, concurrency=default_concurrency(settings, options.require_gpu))
+
+
 def celery_argv(options: LaunchOptions) -> list[str]:
-    """The ``celery worker`` arguments for ``options``."""
+    """The ``celery worker`` arguments for ``options`` (concurrency resolved)."""
     pool = "solo" if options.concurrency == 1 else "prefork"
     hostname = options.hostname or f"aeq@{socket.gethostname()}"
     return [
@@ -56,7 +75,7 @@ def check_options(settings: Settings, options: LaunchOptions) -> None:
         raise UsageError(
             "aeq worker needs a broker: set AEQ_BROKER_URL (e.g. redis://localhost:6379/0)"
         )
-    if options.concurrency < 1:
+    if options.concurrency is not None and options.concurrency < 1:
         raise UsageError(f"--concurrency must be at least 1, got {options.concurrency}")
     if options.threads is not None and options.threads < 1:
         raise UsageError(f"--threads must be at least 1, got {options.threads}")
@@ -84,23 +103,23 @@ def require_cuda(settings: Settings) -> None:
 def start(settings: Settings, options: LaunchOptions) -> None:
     """Check everything that can be checked, then run the worker until it is stopped."""
     check_options(settings, options)
+    options = resolved(settings, options)
+    concurrency = options.concurrency or 1
     connect(settings.broker_url or "")
     if settings.results_url != settings.broker_url:
         connect(settings.results_url or "")
     settings = settings.with_overrides(
-        threads_per_process=options.threads, worker_concurrency=options.concurrency
+        threads_per_process=options.threads, worker_concurrency=concurrency
     )
     if options.require_gpu:
         require_cuda(settings)
     from worker import app as app_module
 
-    app_module.configure(
-        settings, app_module.WorkerOptions(options.concurrency, options.require_gpu)
-    )
+    app_module.configure(settings, app_module.WorkerOptions(concurrency, options.require_gpu))
     # Celery sets up logging only once it starts; this line goes out before, on stderr.
     print(
-        f"aeq worker: broker {redact(settings.broker_url or '')}, {options.concurrency} "
-        f"process(es) x {threads_per_process(settings, options.concurrency)} ONNX Runtime "
+        f"aeq worker: broker {redact(settings.broker_url or '')}, {concurrency} "
+        f"process(es) x {threads_per_process(settings, concurrency)} ONNX Runtime "
         f"thread(s), model repository {settings.model_repository}",
         file=sys.stderr,
         flush=True,

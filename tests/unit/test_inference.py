@@ -153,3 +153,29 @@ def test_a_container_cpu_quota_caps_the_cores(tmp_path, monkeypatch):
     monkeypatch.setattr(inference, "CGROUP_CPU_MAX", quota_file)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
     assert inference.cpu_cores() == 1
+
+
+def test_pool_threads_do_not_spin_when_a_session_has_several():
+    threaded = Engine(Settings(providers=(CPU_PROVIDER,), threads_per_process=2))._session_options()
+    assert threaded.intra_op_num_threads == 2
+    assert threaded.get_session_config_entry(inference.ALLOW_SPINNING_KEY) == "0"
+    single = Engine(Settings(providers=(CPU_PROVIDER,), threads_per_process=1))._session_options()
+    assert single.intra_op_num_threads == 1
+    with pytest.raises(RuntimeError):  # never set: a one-thread session has no pool to spin
+        single.get_session_config_entry(inference.ALLOW_SPINNING_KEY)
+
+
+@pytest.mark.parametrize(
+    ("providers", "nvidia", "expected_gpu"),
+    [
+        (("CUDAExecutionProvider", CPU_PROVIDER), True, True),
+        (("CUDAExecutionProvider", CPU_PROVIDER), False, False),
+        (("TensorrtExecutionProvider", CPU_PROVIDER), True, True),
+        ((CPU_PROVIDER,), True, False),
+    ],
+)
+def test_a_gpu_is_expected_only_when_asked_for_and_a_driver_is_there(
+    monkeypatch, providers, nvidia, expected_gpu
+):
+    monkeypatch.setattr(inference, "nvidia_device_visible", lambda: nvidia)
+    assert inference.gpu_expected(providers) is expected_gpu

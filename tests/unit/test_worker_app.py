@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import onnx
 import onnxruntime
@@ -49,6 +52,33 @@ def test_the_app_knows_the_chunk_task():
     app.loader.import_default_modules()
     assert TASK_NAME in app.tasks
     assert app.conf.task_default_queue == "aeq"
+
+
+@pytest.mark.parametrize(
+    ("gpu", "require_gpu", "given", "expected"),
+    [
+        (False, False, None, 6),  # CPU host: one process per core
+        (True, False, None, 1),  # CUDA asked for and a driver visible: one process per GPU
+        (False, True, None, 1),  # --require-gpu implies the GPU layout
+        (False, False, 3, 3),  # --concurrency / AEQ_WORKER_CONCURRENCY win
+        (True, True, 2, 2),
+    ],
+)
+def test_default_concurrency_is_a_process_per_core_on_cpu_one_on_gpu(
+    monkeypatch, gpu, require_gpu, given, expected
+):
+    monkeypatch.setattr(launcher, "cpu_cores", lambda: 6)
+    monkeypatch.setattr(launcher, "gpu_expected", lambda providers: gpu)
+    options = LaunchOptions(concurrency=given, require_gpu=require_gpu)
+    chosen = launcher.resolved(Settings(broker_url=BROKER), options)
+    assert chosen.concurrency == expected
+    assert f"--concurrency={expected}" in celery_argv(chosen)
+
+
+def test_the_environment_sets_the_concurrency_and_unset_means_automatic():
+    assert load_settings({"AEQ_WORKER_CONCURRENCY": "4"}).worker_concurrency == 4
+    assert load_settings({"AEQ_WORKER_CONCURRENCY": ""}).worker_concurrency is None
+    assert load_settings({}).worker_concurrency is None
 
 
 def test_one_process_runs_the_solo_pool_more_run_prefork():
@@ -104,3 +134,17 @@ def test_the_probe_reports_the_provider_really_used():
         assert in_use == ["CPUExecutionProvider"]
     assert in_use[-1] == "CPUExecutionProvider"
     assert probe(("CPUExecutionProvider",)) == ["CPUExecutionProvider"]
+
+
+def test_the_solo_pool_does_not_arm_the_parent_death_signal_in_the_worker_itself():
+    # The solo pool sends worker_process_init in the main process; arming there would make the
+    # worker kill itself (its parent is not itself). Run in a throwaway process.
+    script = (
+        "import os\n"
+        "from worker import app\n"
+        "app._record_concurrency()\n"
+        "app._die_with_the_worker()\n"
+        "print('alive')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.strip() == "alive", result.stderr
