@@ -45,6 +45,12 @@ _PIXEL_SCALE = np.float32(1.0 / 255.0)
 # a 2-thread session without spinning ran 1.1-2.0x faster with one core busy elsewhere, in 7 of
 # 8 model runs (docs/BENCHMARKS.md). One-thread sessions have no pool, so nothing to turn off.
 ALLOW_SPINNING_KEY = "session.intra_op.allow_spinning"
+# Items per ``InferenceSession.run`` call. ONNX Runtime's CPU arena keeps the largest activation
+# buffers a process has needed for the rest of its life, so a chunk is fed in slices of at most
+# this many: a worker's memory then stays what this batch needs whatever ``--chunk-size`` users
+# pick (denoising: 3.1 GB after one 4096-image call). Larger calls are no faster once the batch
+# is in the hundreds (docs/BENCHMARKS.md, step 2).
+MAX_SESSION_BATCH = 512
 
 
 @dataclass(frozen=True)
@@ -154,10 +160,18 @@ class Engine:
         """Run ``op`` on a chunk of items (uint8 images or float32 codes)."""
         loaded = self.graph(version, op.graph)
         started = time.perf_counter()
+        parts = [
+            self._run_batch(loaded, op, items[start : start + MAX_SESSION_BATCH])
+            for start in range(0, len(items), MAX_SESSION_BATCH)
+        ]
+        array = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        return ChunkResult(array, loaded.provider, time.perf_counter() - started)
+
+    @staticmethod
+    def _run_batch(loaded: LoadedGraph, op: Operation, items: np.ndarray) -> np.ndarray:
         feed = to_graph_input(op, items, loaded.input_dims)
         (output,) = loaded.session.run([loaded.output_name], {loaded.input_name: feed})
-        array = from_graph_output(op, output, len(items))
-        return ChunkResult(array, loaded.provider, time.perf_counter() - started)
+        return from_graph_output(op, output, len(items))
 
     def _load(self, version: ModelVersion, graph: Graph) -> LoadedGraph:
         import onnxruntime as ort

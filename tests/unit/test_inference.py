@@ -179,3 +179,27 @@ def test_a_gpu_is_expected_only_when_asked_for_and_a_driver_is_there(
 ):
     monkeypatch.setattr(inference, "nvidia_device_visible", lambda: nvidia)
     assert inference.gpu_expected(providers) is expected_gpu
+
+
+@pytest.mark.parametrize(
+    ("name", "op"),
+    [
+        ("conv", Operation.RECONSTRUCT),
+        ("denoising", Operation.DENOISE),
+        ("vanilla", Operation.ENCODE),
+    ],
+)
+def test_a_chunk_is_fed_in_slices_with_the_same_outputs_as_one_call(
+    repository, monkeypatch, name, op
+):
+    version, items = repository.get(name), random_images(10)
+    whole = Engine(CPU_ONLY).run(version, op, items).array
+    calls = []
+    engine = Engine(CPU_ONLY)
+    run_batch = engine._run_batch
+    monkeypatch.setattr(engine, "_run_batch", lambda *a: calls.append(len(a[2])) or run_batch(*a))
+    monkeypatch.setattr(inference, "MAX_SESSION_BATCH", 4)
+    sliced = engine.run(version, op, items).array
+    assert calls == [4, 4, 2]
+    assert sliced.dtype == whole.dtype and sliced.shape == whole.shape
+    np.testing.assert_array_equal(sliced, whole)
