@@ -61,6 +61,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "unacked_restore_interval": restore_interval_s(settings.visibility_timeout_s),
             # kombu otherwise scans only every 10th sweep.
             "unacked_restore_throttle": 1,
+            # A worker killed during a sweep (milliseconds long) leaves kombu's sweep lock behind;
+            # with kombu's 300 s expiry that held back every redelivery for five minutes.
+            "unacked_mutex_expire": restore_interval_s(settings.visibility_timeout_s),
             "socket_connect_timeout": CONNECT_TIMEOUT_S,
             "socket_timeout": SOCKET_TIMEOUT_S,
         },

@@ -20,7 +20,7 @@ from kombu import Connection, Exchange, Producer
 
 from common.catalog import Graph, Operation
 from common.settings import load_settings
-from worker.app import QUEUE, make_app
+from worker.app import QUEUE, celery_config, make_app
 from worker.jobs import JobSpec, JobStore
 from worker.protocol import TASK_NAME, ChunkMessage, encode_array
 
@@ -29,6 +29,8 @@ pytestmark = pytest.mark.integration
 # Short, so the killed worker's chunk comes back within seconds (kombu sweeps every second).
 KILL_TEST_VISIBILITY_TIMEOUT_S = "4"
 IN_FLIGHT_WAIT_S = 60.0
+SWEEP_LOCK = "unacked_mutex"  # kombu's lock around a restore sweep (redis transport)
+KOMBU_SWEEP_LOCK_S = 300  # its expiry unless set
 RECEIVED = re.compile(r"Task aeq\.run_chunk\[([0-9a-f-]+)\] received")
 SUCCEEDED = re.compile(r"Task aeq\.run_chunk\[([0-9a-f-]+)\] succeeded")
 
@@ -87,6 +89,13 @@ def stop_mid_chunk(worker, client: redis.Redis) -> tuple[str, int]:
     raise AssertionError("the worker never held a chunk")
 
 
+def sweep_lock_expiry_s(env: dict[str, str]) -> float:
+    """How long the sweep lock of a worker started with ``env`` outlives it (kombu's default
+    unless aeq sets it)."""
+    options = celery_config(load_settings({"AEQ_BROKER_URL": "redis://x", **env}))
+    return options["broker_transport_options"].get("unacked_mutex_expire", KOMBU_SWEEP_LOCK_S)
+
+
 def wait_gone(processes: list[psutil.Process], timeout_s: float = 10.0) -> list[psutil.Process]:
     """The processes still alive (zombies count as gone) after up to ``timeout_s``."""
     _, alive = psutil.wait_procs(processes, timeout=timeout_s)
@@ -118,6 +127,9 @@ def test_sigkill_one_of_two_workers_mid_job(service, mnist, tmp_path, redis_serv
     # tests/unit/test_worker_lifetime.py: here stopped orphans are also woken and ended by the
     # kernel, so this test cannot tell the two apart.
     victim.kill()
+    # The worst moment to die: inside kombu's restore sweep, holding its lock (found by CI, where
+    # the frozen victim once held it and nothing was restored for kombu's default 300 s).
+    client.set(SWEEP_LOCK, "the-killed-worker", px=int(sweep_lock_expiry_s(short) * 1000), nx=True)
     assert wait_gone(children) == [], "the killed worker's children kept running"
     _, stderr = waiting.communicate(timeout=120)
 

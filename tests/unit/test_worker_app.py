@@ -43,6 +43,7 @@ def test_visibility_timeout_comes_from_the_settings_and_is_swept_often_enough():
     assert options["visibility_timeout"] == 8
     assert options["unacked_restore_interval"] == 2.0
     assert options["unacked_restore_throttle"] == 1
+    assert options["unacked_mutex_expire"] == 2.0  # a dead sweeper's lock costs one sweep
     assert restore_interval_s(3600) == 10.0  # never slower than kombu's own default
     assert restore_interval_s(1) == 0.5
 
