@@ -11,7 +11,7 @@ a few operations per output value, under 2% of the total for these models.
 
 Achieved GFLOP/s = FLOPs per image x images/s, with images/s from section 1 (the best ONNX
 Runtime session, the fastest TensorFlow path and, for the convolutional models, ONNX Runtime on
-the rewritten graph, at the largest batch) when it ran, else from a
+the graph without export's rewrites, at the largest batch) when it ran, else from a
 short measurement of ONNX Runtime's default session here. They are set against two ceilings: the
 nominal peak (``bench.machine.cpu_peak``: cores x clock x FLOPs/cycle) and the best a large
 float32 matrix product reaches here (``bench.machine.sgemm_gflops``), which is what the cores
@@ -76,7 +76,7 @@ def _measured_rates(
         if measured:
             batch = str(max(int(b) for b in measured["rates"]))
             by_engine, ratios = measured["rates"][batch], measured["ratios"][batch]
-            chosen = [ratios["best_ort"], ratios["fastest_tf"], "ort_rewritten"]
+            chosen = [ratios["best_ort"], ratios["fastest_tf"], "ort_tf2onnx"]
             rates[name] = {"batch": int(batch), "source": "section 1"}
             rates[name].update({e: by_engine[e]["median"] for e in chosen if e in by_engine})
             continue

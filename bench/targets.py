@@ -41,9 +41,9 @@ def engine_verdicts(engine: dict[str, Any]) -> list[Verdict]:
         if best == "ort_tuned":
             best = f"ort_tuned: {result['tuned']['label']}"
         figure = f"{ratio:.2f}x ({best} vs {ratios['fastest_tf']})"
-        if "ort_rewritten/fastest_tf" in ratios:
+        if "ort_tf2onnx/fastest_tf" in ratios:
             figure += (
-                f"; with the proposed export rewrites {ratios['ort_rewritten/fastest_tf']:.2f}x"
+                f"; the graph without export's rewrites {ratios['ort_tf2onnx/fastest_tf']:.2f}x"
             )
         verdicts.append(
             Verdict(

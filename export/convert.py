@@ -6,7 +6,9 @@ inside the ``aeq export`` command, so ``aeq models`` and the worker never load t
 tf2onnx with Keras 3 names a graph's output after its last layer (``code_vector``,
 ``conv2d_1``…) and its dynamic batch dimension ``unk__123``; we rename both in the ONNX proto so
 every published graph reads ``image`` / ``code`` -> ``code`` / ``reconstruction`` with a batch
-dimension called ``batch``.
+dimension called ``batch``. Then ``export.rewrites`` replaces the two patterns of tf2onnx's
+convolutional graphs that ONNX Runtime runs slowly (UpSampling2D's Tile chain, the one-channel
+last Conv) with equivalent faster ones, before the parity gate sees the graphs.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from common.catalog import (
     Graph,
     ModelSpec,
 )
+from export.rewrites import rewrite_graph
 from training.architectures import split
 
 # tf2onnx 1.17 tests opsets 14-18 and ONNX Runtime >= 1.22 runs all of them; 17 has every op these
@@ -52,18 +55,22 @@ class ConvertedGraph:
     Attributes:
         graph: which of the three graphs this is.
         keras_model: the Keras model that was converted.
-        proto: the ONNX model, names fixed and checked.
+        proto: the ONNX model, names fixed, rewritten and checked.
+        rewrites: the ``export.rewrites`` rewrites that changed this graph, in order.
     """
 
     graph: Graph
     keras_model: Any
     proto: onnx.ModelProto
+    rewrites: tuple[str, ...] = ()
 
-    def signature(self) -> dict[str, list[dict[str, Any]]]:
-        """``{"inputs": [...], "outputs": [...]}`` with name, dtype and dims (-1 = dynamic)."""
+    def signature(self) -> dict[str, Any]:
+        """What ``config.json`` records of the graph besides its file and parity: ``inputs`` and
+        ``outputs`` (name, dtype, dims; -1 = dynamic) and the ``graph_rewrites`` applied."""
         return {
             "inputs": [_tensor_json(value) for value in self.proto.graph.input],
             "outputs": [_tensor_json(value) for value in self.proto.graph.output],
+            "graph_rewrites": list(self.rewrites),
         }
 
 
@@ -81,7 +88,7 @@ def input_dims(graph: Graph, spec: ModelSpec) -> tuple[int, ...]:
 def convert_model(
     autoencoder: keras.Model, spec: ModelSpec, opset: int = ONNX_OPSET
 ) -> dict[Graph, ConvertedGraph]:
-    """Convert an autoencoder's three graphs to ONNX.
+    """Convert an autoencoder's three graphs to ONNX and apply ``export.rewrites``.
 
     Args:
         autoencoder: a trained model built by ``training.architectures.build(spec.name)``.
@@ -91,16 +98,19 @@ def convert_model(
     Returns:
         One ``ConvertedGraph`` per ``Graph``, each passed through ``onnx.checker``.
     """
-    return {
-        graph: ConvertedGraph(graph, model, convert_graph(model, graph, spec, opset))
-        for graph, model in keras_graphs(autoencoder, spec).items()
-    }
+    converted = {}
+    for graph, model in keras_graphs(autoencoder, spec).items():
+        rewritten = rewrite_graph(convert_graph(model, graph, spec, opset), input_dims(graph, spec))
+        onnx.checker.check_model(rewritten.proto, full_check=True)
+        converted[graph] = ConvertedGraph(graph, model, rewritten.proto, tuple(rewritten.names))
+    return converted
 
 
 def convert_graph(
     model: keras.Model, graph: Graph, spec: ModelSpec, opset: int = ONNX_OPSET
 ) -> onnx.ModelProto:
-    """Convert one Keras model to ONNX with ``graph``'s stable input/output names.
+    """Convert one Keras model to ONNX with ``graph``'s stable input/output names (as tf2onnx
+    makes it: ``convert_model`` adds the rewrites).
 
     Raises:
         ValueError: the model does not have exactly one input and one output, or the stable

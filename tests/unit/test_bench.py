@@ -222,57 +222,19 @@ def test_verdicts_judge_each_target_at_its_threshold():
 def test_engine_ratios_take_the_best_session_against_the_fastest_tensorflow_path():
     rates = {name: Rate((value,)) for name, value in {
         "keras_predict": 1.0, "keras_call": 10.0, "tf_function": 40.0, "tf_function_xla": 50.0,
-        "ort_default": 90.0, "ort_worker": 60.0, "ort_tuned": 75.0, "ort_rewritten": 200.0,
+        "ort_default": 90.0, "ort_worker": 60.0, "ort_tuned": 75.0, "ort_tf2onnx": 20.0,
     }.items()}  # fmt: skip
 
     table = engine.ratios(rates)
 
     assert (table["fastest_tf"], table["best_ort"]) == ("tf_function_xla", "ort_default")
-    assert table["best_ort/fastest_tf"] == pytest.approx(1.8)  # the rewritten graph is apart
+    assert table["best_ort/fastest_tf"] == pytest.approx(1.8)  # the unrewritten graph is apart
     assert table["ort_tuned/keras_call"] == pytest.approx(7.5)
-    assert table["ort_rewritten/fastest_tf"] == pytest.approx(4.0)
+    assert table["ort_tf2onnx/fastest_tf"] == pytest.approx(0.4)
 
 
 def test_verdicts_leave_out_sections_that_did_not_run():
     assert targets.verdicts({}) == []
-
-
-@pytest.fixture(scope="module")
-def converted():
-    """The autoencoder graph of conv and vanilla, untrained, as ``aeq export`` converts it."""
-    import keras
-
-    from common.catalog import MODELS, Graph
-    from export.convert import convert_graph
-    from training.architectures import build
-
-    keras.utils.set_random_seed(0)
-    return {
-        name: convert_graph(build(name), Graph.AUTOENCODER, MODELS[name]).SerializeToString()
-        for name in ("conv", "vanilla")
-    }
-
-
-def test_rewrites_replace_upsamplings_and_the_one_channel_conv_without_changing_outputs(converted):
-    import onnx
-
-    from bench.rewrites import rewrite
-
-    result = rewrite(converted["conv"], (28, 28, 1))
-
-    assert (result.upsamplings, result.single_channel_convs) == (3, 1)
-    assert result.max_abs_diff <= 1e-5
-    ops = [node.op_type for node in onnx.load_from_string(result.model_bytes).graph.node]
-    assert ops.count("Resize") == 3 and "Tile" not in ops
-    assert len(ops) < len(onnx.load_from_string(converted["conv"]).graph.node)
-
-
-def test_rewrites_leave_a_dense_graph_alone(converted):
-    from bench.rewrites import rewrite
-
-    result = rewrite(converted["vanilla"], (784,))
-
-    assert not result.changed and result.model_bytes == converted["vanilla"]
 
 
 def test_rates_print_compactly():

@@ -73,8 +73,8 @@ def test_engine_section_covers_every_engine_and_batch(quick_report):
     engine = quick_report[0]["results"]["engine"]
     for result in engine["models"].values():
         for batch in map(str, engine["batches"]):
-            # ort_rewritten runs only where the proposed export rewrites change the graph.
-            assert set(engine["engines"]) - {"ort_rewritten"} <= set(result["rates"][batch])
+            # ort_tf2onnx runs only where export's rewrites change the graph.
+            assert set(engine["engines"]) - {"ort_tf2onnx"} <= set(result["rates"][batch])
             assert set(result["rates"][batch]) <= set(engine["engines"])
             assert result["ratios"][batch]["ort_tuned/fastest_tf"] > 0
         assert "default" in next(iter(result["sweep"].values()))

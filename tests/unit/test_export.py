@@ -25,6 +25,7 @@ from common.catalog import (
 from common.errors import CollapsedModelError, InputError, ModelNotFoundError, ParityError
 from export import convert, exporter, trained
 from export.repository import ModelRepository
+from export.rewrites import SINGLE_CHANNEL_CONV_TO_DEPTHWISE, UPSAMPLE_TO_RESIZE
 
 BATCH_SIZES = (1, 7)
 
@@ -86,6 +87,22 @@ def test_config_records_graphs_parity_training_and_libraries(exported, trained_d
             recorded = config["graphs"][graph.value]["parity_max_abs_diff"]
             assert recorded == results[name].parity[graph].max_abs_diff
         version.verify()
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_the_published_graphs_are_the_rewritten_ones_and_say_so(exported, name):
+    """The parity gate passed on these very bytes (the test above), rewrites included."""
+    repository, _ = exported
+    version = repository.get(name)
+    convolutional = MODELS[name].input_dims != (784,)
+    for graph in Graph:
+        applied = version.config["graphs"][graph.value]["graph_rewrites"]
+        ops = [n.op_type for n in onnx.load_from_string(version.read_verified(graph)).graph.node]
+        if convolutional and graph is not Graph.ENCODER:
+            assert applied == [UPSAMPLE_TO_RESIZE, SINGLE_CHANNEL_CONV_TO_DEPTHWISE]
+            assert "Resize" in ops and "Tile" not in ops and "ReduceSum" in ops
+        else:
+            assert applied == [] and "Resize" not in ops
 
 
 @pytest.mark.parametrize("name", list(MODELS))
