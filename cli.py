@@ -10,8 +10,10 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+import redis
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 import bench.commands
 import demo
@@ -33,9 +35,20 @@ class _App(typer.Typer):
         except AeqError as error:
             _stderr.print(f"[bold red]error:[/] {error}")
             sys.exit(error.exit_code)
+        except redis.RedisError as error:  # mid-command: a dropped connection, a refused write
+            _stderr.print(f"[bold red]error:[/] Redis: {redis_reason(error)}", markup=True)
+            sys.exit(1)
         except KeyboardInterrupt:
             _stderr.print("interrupted")
             sys.exit(130)
+
+
+def redis_reason(error: redis.RedisError) -> str:
+    """The server's or the socket's reason, without the command redis-py quotes from a pipeline
+    (which for a chunk's SET is 400 KB of pixels)."""
+    text = str(error)
+    text = text.split(" of pipeline caused error: ", 1)[-1]
+    return escape(text.splitlines()[0][:300] if text else type(error).__name__)
 
 
 app = _App(

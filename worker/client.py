@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
+import redis
 
 from common.catalog import IMAGE_SIDE, Operation
 from common.errors import JobError
@@ -130,6 +131,14 @@ class JobClient:
                         on_queued(queued_items)
                     if between_chunks:
                         between_chunks(job)
+        except redis.exceptions.OutOfMemoryError:
+            self.store.cancel(job)
+            raise JobError(
+                f"Redis is full (its maxmemory) after {queued_items:,} of {spec.total:,} items "
+                f"were queued: job {job} was cancelled and its inputs dropped. A job's data stays "
+                "in Redis until collected (about 1.6 KB per image): raise Redis' maxmemory, "
+                "collect finished jobs, or submit fewer images at a time"
+            ) from None
         except BaseException:
             self.store.cancel(job)
             raise

@@ -332,16 +332,28 @@ class JobStore:
         Returns:
             How many chunk inputs were still waiting for a worker.
         """
-        record = self.get(job)
+        chunks = self.get(job).spec.chunks
+        try:
+            return self._cancel(job, chunks)
+        except redis.exceptions.ResponseError:
+            # A full Redis (maxmemory, noeviction) refuses the flag writes, which aborts the whole
+            # transaction: free the inputs first (DEL is always allowed), then flag.
+            pipe = self.client.pipeline(transaction=False)
+            for chunk in range(chunks):
+                pipe.delete(self.input_key(job, chunk))
+            dropped = sum(int(reply) for reply in pipe.execute())
+            return dropped + self._cancel(job, chunks)
+
+    def _cancel(self, job: str, chunks: int) -> int:
         pipe = self.client.pipeline()
         pipe.hset(self.job_key(job), "cancelled", 1)
         pipe.hsetnx(self.job_key(job), "finished_at", time.time())
-        for chunk in range(record.spec.chunks):
+        for chunk in range(chunks):
             pipe.delete(self.input_key(job, chunk))
         pipe.rpush(self.events_key(job), CANCEL_EVENT)
         pipe.expire(self.events_key(job), self.ttl_s)
         replies = pipe.execute()
-        return sum(int(reply) for reply in replies[2 : 2 + record.spec.chunks])
+        return sum(int(reply) for reply in replies[2 : 2 + chunks])
 
     def mark_collected(self, job: str, keep: bool) -> None:
         """Record that the results were written; unless ``keep``, delete the bulky data.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import redis
 
 from common.catalog import Operation
 from common.errors import JobNotFoundError
@@ -144,6 +145,26 @@ def test_cancel_drops_queued_inputs_and_wakes_followers(store):
     assert record.state is JobState.CANCELLED
     assert stored_input(store, job, 1) is None and stored_input(store, job, 2) is None
     assert store.client.lrange(store.events_key(job), 0, -1) == [b"0", b"cancel"]
+
+
+def test_cancel_works_on_a_redis_over_its_maxmemory(store):
+    """With noeviction, Redis over its maxmemory refuses the cancel flag; the inputs are dropped
+    first, which frees the memory to flag the job."""
+    job_spec = spec(total=3, chunk_size=1)
+    job = store.create(job_spec)
+    for chunk in range(3):
+        store.put_chunk(job, chunk, b"x" * 2**20, [f"item{chunk}"])
+    used = int(store.client.info("memory")["used_memory"])
+    store.client.config_set("maxmemory-policy", "noeviction")
+    store.client.config_set("maxmemory", used - 2**20)
+    try:
+        with pytest.raises(redis.exceptions.OutOfMemoryError):
+            store.client.hset(store.job_key(job), "probe", 1)  # the server really is full
+        assert store.cancel(job) == 3
+    finally:
+        store.client.config_set("maxmemory", 0)
+    assert store.get(job).state is JobState.CANCELLED
+    assert all(stored_input(store, job, chunk) is None for chunk in range(3))
 
 
 def test_collecting_deletes_the_data_but_keeps_the_record(store):
