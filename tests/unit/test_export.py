@@ -25,7 +25,7 @@ from common.catalog import (
 from common.errors import CollapsedModelError, InputError, ModelNotFoundError, ParityError
 from export import convert, exporter, trained
 from export.repository import ModelRepository
-from export.rewrites import SINGLE_CHANNEL_CONV_TO_DEPTHWISE, UPSAMPLE_TO_RESIZE
+from export.rewrites import UPSAMPLE_TO_RESIZE, UPSAMPLED_CONV_TO_SUBPIXEL
 
 BATCH_SIZES = (1, 7)
 
@@ -99,8 +99,8 @@ def test_the_published_graphs_are_the_rewritten_ones_and_say_so(exported, name):
         applied = version.config["graphs"][graph.value]["graph_rewrites"]
         ops = [n.op_type for n in onnx.load_from_string(version.read_verified(graph)).graph.node]
         if convolutional and graph is not Graph.ENCODER:
-            assert applied == [UPSAMPLE_TO_RESIZE, SINGLE_CHANNEL_CONV_TO_DEPTHWISE]
-            assert "Resize" in ops and "Tile" not in ops and "ReduceSum" in ops
+            assert applied == [UPSAMPLE_TO_RESIZE, UPSAMPLED_CONV_TO_SUBPIXEL]
+            assert "Resize" in ops and "Tile" not in ops and "DepthToSpace" in ops
         else:
             assert applied == [] and "Resize" not in ops
 

@@ -18,6 +18,7 @@ from export.rewrites import (
     REWRITE_ATOL,
     SINGLE_CHANNEL_CONV_TO_DEPTHWISE,
     UPSAMPLE_TO_RESIZE,
+    UPSAMPLED_CONV_TO_SUBPIXEL,
     rewrite_graph,
 )
 
@@ -70,25 +71,16 @@ def test_convolutional_graphs_are_rewritten_with_the_same_outputs(models, name, 
 
     result = rewrite_graph(original, inputs.shape[1:])
 
-    assert result.applied == {
-        UPSAMPLE_TO_RESIZE: UPSAMPLINGS[name],
-        SINGLE_CHANNEL_CONV_TO_DEPTHWISE: 1,
-    }
+    assert result.applied == {UPSAMPLE_TO_RESIZE: UPSAMPLINGS[name], UPSAMPLED_CONV_TO_SUBPIXEL: 1}
     rewritten = run(result.proto, inputs)
     assert np.abs(rewritten - run(original, inputs)).max() <= REWRITE_ATOL
     keras_outputs = np.asarray(keras_model(inputs, training=False))
     assert np.abs(rewritten.reshape(keras_outputs.shape) - keras_outputs).max() <= PARITY_ATOL
     found = ops(result.proto)
-    assert found.count("Resize") == UPSAMPLINGS[name] and "Tile" not in found
+    # The last upsampling and the one-channel Conv after it became Conv + DepthToSpace.
+    assert found.count("Resize") == UPSAMPLINGS[name] - 1 and "Tile" not in found
+    assert found.count("DepthToSpace") == 1 and "ReduceSum" not in found
     assert len(found) < len(ops(original)) // 2
-    channels = [
-        helper.get_attribute_value(a)
-        for node in result.proto.graph.node
-        if node.op_type == "Conv"
-        for a in node.attribute
-        if a.name == "group"
-    ]
-    assert max(channels) > 1  # the last Conv became depthwise
     onnx.checker.check_model(result.proto, full_check=True)
 
 
@@ -172,3 +164,58 @@ def test_a_rewrite_that_changes_the_outputs_is_dropped(models, monkeypatch):
     result = rewrite_graph(original, MODELS["vanilla"].input_dims)
 
     assert result.applied == {} and result.proto is original
+
+
+def _upsampled_conv(bias: bool, scales=(1.0, 1.0, 2.0, 2.0), pads=(1, 1, 1, 1)):
+    """x (n, 3, 5, 4) -> 2x nearest Resize -> 3x3 Conv with one output channel -> y."""
+    weight = np.random.default_rng(3).standard_normal((1, 3, 3, 3)).astype(np.float32)
+    conv_inputs = ["u", "w", "b"] if bias else ["u", "w"]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 5, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 1, "h", "w"])
+    resize = helper.make_node(
+        "Resize", ["x", "", "s"], ["u"], mode="nearest",
+        coordinate_transformation_mode="asymmetric", nearest_mode="floor",
+    )  # fmt: skip
+    conv = helper.make_node("Conv", conv_inputs, ["y"], kernel_shape=[3, 3], pads=list(pads))
+    initializers = [
+        numpy_helper.from_array(np.array(scales, np.float32), "s"),
+        numpy_helper.from_array(weight, "w"),
+        numpy_helper.from_array(np.array([0.25], np.float32), "b"),
+    ]
+    model = helper.make_model(
+        helper.make_graph([resize, conv], "up", [x], [y], initializers),
+        opset_imports=[helper.make_opsetid("", 17)],
+    )
+    model.ir_version = 8
+    return model
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_subpixel_gives_the_upsampled_convs_outputs_on_a_small_odd_map(bias):
+    original = _upsampled_conv(bias)
+    inputs = np.random.default_rng(4).random((3, 3, 5, 4), dtype=np.float32)
+
+    result = rewrite_graph(original, inputs.shape[1:])
+
+    assert result.applied == {UPSAMPLED_CONV_TO_SUBPIXEL: 1}
+    assert ops(result.proto) == ["Conv", "DepthToSpace"]
+    assert np.abs(run(result.proto, inputs) - run(original, inputs)).max() <= 1e-6
+
+
+@pytest.mark.parametrize(
+    "variant", [{"scales": (1.0, 1.0, 3.0, 3.0)}, {"pads": (0, 0, 0, 0)}, {"pads": (1, 0, 1, 0)}]
+)
+def test_subpixel_leaves_other_scales_and_paddings_alone(variant):
+    model = _upsampled_conv(bias=True, **variant)
+    assert rewrites.subpixel_upsampled_convs(model) == 0
+    assert ops(model) == ["Resize", "Conv"]
+
+
+def test_a_one_channel_conv_without_an_upsampling_still_becomes_depthwise():
+    model = _tiny_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"], kernel_shape=[3, 3], pads=[1, 1, 1, 1])],
+        [numpy_helper.from_array(np.ones((1, 2, 3, 3), np.float32), "w")],
+        ["n", 1, 3, 3],
+    )
+    result = rewrite_graph(model, (2, 3, 3))
+    assert result.applied == {SINGLE_CHANNEL_CONV_TO_DEPTHWISE: 1}
