@@ -36,7 +36,7 @@ class _App(typer.Typer):
             _stderr.print(f"[bold red]error:[/] {error}")
             sys.exit(error.exit_code)
         except redis.RedisError as error:  # mid-command: a dropped connection, a refused write
-            _stderr.print(f"[bold red]error:[/] Redis: {redis_reason(error)}", markup=True)
+            _stderr.print(f"[bold red]error:[/] Redis: {redis_reason(error)}")
             sys.exit(1)
         except KeyboardInterrupt:
             _stderr.print("interrupted")

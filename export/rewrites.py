@@ -92,7 +92,7 @@ def rewrite_graph(proto: onnx.ModelProto, input_dims: tuple[int, ...]) -> Rewrit
     if not applied:
         return Rewritten(proto, {}, 0.0)
     drop_dead_nodes(candidate.graph)
-    onnx.checker.check_model(candidate)
+    onnx.checker.check_model(candidate, full_check=True)
     diff = max_output_diff(proto, candidate, input_dims)
     if not diff <= REWRITE_ATOL:
         logger.warning(
@@ -268,7 +268,7 @@ def _is_nearest_2x(resize: Any, weights: dict[str, Any]) -> bool:
     if len(resize.input) < 3 or resize.input[2] not in weights:
         return False
     scales = numpy_helper.to_array(weights[resize.input[2]]).tolist()
-    modes = {a.name: helper.get_attribute_value(a) for a in resize.attribute}
+    modes = _attributes(resize)
     return (
         scales == [1, 1, _SUBPIXEL_SCALE, _SUBPIXEL_SCALE]
         and modes.get("mode") == b"nearest"
@@ -279,10 +279,7 @@ def _is_nearest_2x(resize: Any, weights: dict[str, Any]) -> bool:
 
 def _is_plain_3x3(conv: Any, weight: np.ndarray) -> bool:
     """A 3x3 kernel, stride 1, no dilation, one pixel of zero padding on every side."""
-    attributes = {
-        **_CONV_DEFAULTS,
-        **{a.name: helper.get_attribute_value(a) for a in conv.attribute},
-    }
+    attributes = {**_CONV_DEFAULTS, **_attributes(conv)}
     return (
         weight.shape[2:] == (3, 3)
         and attributes["auto_pad"] == b"NOTSET"
@@ -365,7 +362,7 @@ def _single_channel_weight(node: Any, weights: dict[str, Any]) -> np.ndarray | N
     """The (1, C, kh, kw) weight of a plain 2-D Conv with one output channel and C > 1."""
     if node.op_type != "Conv" or len(node.input) < 2 or node.input[1] not in weights:
         return None
-    attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    attributes = _attributes(node)
     weight = numpy_helper.to_array(weights[node.input[1]])
     if attributes.get("group", 1) != 1 or weight.ndim != 4 or weight.shape[0] != 1:
         return None
@@ -379,7 +376,7 @@ def _depthwise_nodes(
 ) -> list[Any]:
     channels, out = weight.shape[1], node.output[0]
     names = {part: _unique_name(graph, f"{out}_aeq_{part}") for part in ("dw", "d", "s", "b", "ax")}
-    attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    attributes = _attributes(node)
     depthwise = weight.reshape(channels, 1, *weight.shape[2:]).astype(np.float32)
     graph.initializer.append(numpy_helper.from_array(depthwise, names["dw"]))
     conv = helper.make_node(
@@ -465,6 +462,11 @@ def _inferred_shapes(model: onnx.ModelProto) -> dict[str, list[int]]:
         dims = value.type.tensor_type.shape.dim
         shapes[value.name] = [d.dim_value if d.HasField("dim_value") else -1 for d in dims]
     return shapes
+
+
+def _attributes(node: Any) -> dict[str, Any]:
+    """A node's attributes by name, as Python values."""
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
 
 def _producers(graph: Any) -> dict[str, Any]:
