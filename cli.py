@@ -15,13 +15,13 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-import bench.commands
-import demo
-import evaluation.commands
+import aeq.bench.commands
+import aeq.client.commands
+import aeq.demo
+import aeq.evaluation.commands
 import export.commands
 import training.commands
-import worker.commands
-from common.errors import AeqError
+from aeq.core.errors import AeqError
 
 _stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -62,10 +62,10 @@ app = _App(
 for stage in (
     training.commands,
     export.commands,
-    worker.commands,
-    evaluation.commands,
-    bench.commands,
-    demo,
+    aeq.client.commands,
+    aeq.evaluation.commands,
+    aeq.bench.commands,
+    aeq.demo,
 ):
     stage.register(app)
 

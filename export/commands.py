@@ -15,10 +15,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from common.catalog import MODELS
-from common.errors import AeqError, ModelError, ModelNotFoundError
-from common.settings import Settings, load_settings
-from export.repository import ModelRepository
+from aeq.core.catalog import MODELS
+from aeq.core.errors import AeqError, ModelError, ModelNotFoundError
+from aeq.core.settings import Settings, load_settings
+from aeq.repository import ModelRepository
 from export.summary import ModelSummary, summarize
 from export.trained import find_trained, refuse_collapsed, trained_models
 from export.validate import load_parity_images

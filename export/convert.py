@@ -23,7 +23,7 @@ import onnx
 import tensorflow as tf
 import tf2onnx
 
-from common.catalog import (
+from aeq.core.catalog import (
     CODE_TENSOR,
     IMAGE_TENSOR,
     RECONSTRUCTION_TENSOR,

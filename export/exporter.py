@@ -19,11 +19,11 @@ from typing import Any
 import keras
 import numpy as np
 
-from common.catalog import PARITY_ATOL, PIXELS_PER_IMAGE, Graph, ModelSpec
-from common.errors import InputError
-from common.noise import add_noise
+from aeq.core.catalog import PARITY_ATOL, PIXELS_PER_IMAGE, Graph, ModelSpec
+from aeq.core.errors import InputError
+from aeq.core.noise import add_noise
+from aeq.repository import ModelRepository, ModelVersion
 from export.convert import ONNX_OPSET, ConvertedGraph, convert_model, library_versions, serialized
-from export.repository import ModelRepository, ModelVersion
 from export.trained import TrainedModel, find_trained, refuse_collapsed
 from export.validate import GraphParity, check_parity, run_keras
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from export.repository import ModelRepository, ModelVersion
+from aeq.repository import ModelRepository, ModelVersion
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from common.catalog import MODELS, ModelSpec, model_spec
-from common.errors import CollapsedModelError, InputError, ModelNotFoundError
+from aeq.core.catalog import MODELS, ModelSpec, model_spec
+from aeq.core.errors import CollapsedModelError, InputError, ModelNotFoundError
 
 MODEL_FILE = "model.keras"
 RECORD_FILE = "record.json"

@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from common.catalog import PARITY_ATOL, Graph
-from common.errors import ParityError
-from common.settings import Settings
+from aeq.core.catalog import PARITY_ATOL, Graph
+from aeq.core.errors import ParityError
+from aeq.core.settings import Settings
 
 logger = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from typing import TypeAlias
 import keras
 from keras import layers, regularizers
 
-from common.catalog import IMAGE_TENSOR, PIXELS_PER_IMAGE, ModelSpec
+from aeq.core.catalog import IMAGE_TENSOR, PIXELS_PER_IMAGE, ModelSpec
 
 CODE_LAYER = "code"
 OUTPUT_LAYER = "reconstruction"
@@ -123,7 +123,7 @@ BUILDERS: dict[str, Callable[..., keras.Model]] = {
 
 
 def build(name: str, output_bias: BiasInit = "zeros") -> keras.Model:
-    """Build the named autoencoder (see ``common.catalog.MODELS`` for the names)."""
+    """Build the named autoencoder (see ``aeq.core.catalog.MODELS`` for the names)."""
     if name not in BUILDERS:
         raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(BUILDERS)}")
     return BUILDERS[name](output_bias=output_bias)

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from common.catalog import ModelSpec
-from common.noise import add_noise
+from aeq.core.catalog import ModelSpec
+from aeq.core.noise import add_noise
 from training.data import MnistData
 
 DATA_ORDER_SEED = 20_240_101

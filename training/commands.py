@@ -17,9 +17,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from common.catalog import MODELS, model_spec
-from common.errors import CollapsedModelError, UsageError
-from common.settings import load_settings
+from aeq.core.catalog import MODELS, model_spec
+from aeq.core.errors import CollapsedModelError, UsageError
+from aeq.core.settings import load_settings
 from training.data import MnistData, load_mnist
 from training.recipe import DEFAULT_RECIPE, RECIPES, TrainingConfig, recipe
 

@@ -27,10 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
-from common.catalog import IMAGE_SIDE
-from common.errors import DataUnavailableError, InputError
-from common.idx import is_idx_path, read_idx
-from common.settings import Settings, load_settings
+from aeq.core.catalog import IMAGE_SIDE
+from aeq.core.errors import DataUnavailableError, InputError
+from aeq.core.idx import is_idx_path, read_idx
+from aeq.core.settings import Settings, load_settings
 
 NPZ_NAME = "mnist.npz"
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")

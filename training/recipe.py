@@ -22,7 +22,7 @@ import math
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from common.catalog import NOISE_FACTOR
+from aeq.core.catalog import NOISE_FACTOR
 
 LOSSES = ("mse", "binary_crossentropy")
 SCHEDULES = ("constant", "plateau", "cosine")

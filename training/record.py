@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from common.errors import InputError
+from aeq.core.errors import InputError
 
 MODEL_FILE = "model.keras"
 RECORD_FILE = "record.json"

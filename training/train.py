@@ -30,7 +30,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from common.catalog import ModelSpec, model_spec
+from aeq.core.catalog import ModelSpec, model_spec
 from training import architectures, batches, metrics
 from training.data import MnistData
 from training.recipe import TrainingConfig
@@ -47,7 +47,7 @@ def train_model(
     """Train model ``name`` with ``config`` on ``data``; write and return its record.
 
     Args:
-        name: a model of ``common.catalog.MODELS``.
+        name: a model of ``aeq.core.catalog.MODELS``.
         config: the hyperparameters (``training.recipe.recipe(...)``).
         data: MNIST (``training.data.load_mnist``).
         out_dir: the model goes to ``out_dir/name/`` (``model.keras`` + ``record.json``).

@@ -9,7 +9,7 @@ Choices (docs/SERVICE.md explains each):
   stored, and a worker holds at most one unacknowledged message per process.
 - Redis redelivers an unacknowledged message once the visibility timeout has passed; kombu only
   notices during a periodic sweep, which runs every ``restore_interval_s(visibility_timeout)``.
-- Results are stored by aeq itself (``worker.jobs``), so Celery's result backend is off.
+- Results are stored by aeq itself (``aeq.queue.jobs``), so Celery's result backend is off.
 - A prefork child dies with its parent (``worker.lifetime``): nothing keeps running chunks for a
   worker that was killed.
 """
@@ -22,7 +22,7 @@ from typing import Any
 
 from celery import Celery, signals
 
-from common.settings import Settings, load_settings
+from aeq.core.settings import Settings, load_settings
 from worker.lifetime import die_with_parent
 
 QUEUE = "aeq"

@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from common.catalog import IMAGE_SIDE, Graph, Operation
-from common.errors import ProviderError
-from common.settings import Settings
-from export.repository import ModelVersion
+from aeq.core.catalog import IMAGE_SIDE, Graph, Operation
+from aeq.core.errors import ProviderError
+from aeq.core.settings import Settings
+from aeq.repository import ModelVersion
 
 CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
 

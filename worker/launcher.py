@@ -19,10 +19,10 @@ import socket
 import sys
 from dataclasses import dataclass, replace
 
-from common.errors import ProviderError, UsageError
-from common.settings import Settings
+from aeq.core.errors import ProviderError, UsageError
+from aeq.core.settings import Settings
+from aeq.queue.store import connect, redact
 from worker.inference import CUDA_PROVIDER, cpu_cores, gpu_expected, threads_per_process
-from worker.store import connect, redact
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 

@@ -12,12 +12,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from common.errors import AeqError, PayloadError
-from common.settings import Settings
-from export.repository import ModelRepository, ModelVersion
+from aeq.core.errors import AeqError, PayloadError
+from aeq.core.settings import Settings
+from aeq.queue.jobs import ChunkOutcome, ChunkStatus, JobSpec, JobStore, TakenChunk
+from aeq.queue.protocol import ChunkMessage, decode_array, encode_array
+from aeq.repository import ModelRepository, ModelVersion
 from worker.inference import Engine
-from worker.jobs import ChunkOutcome, ChunkStatus, JobSpec, JobStore, TakenChunk
-from worker.protocol import ChunkMessage, decode_array, encode_array
 
 logger = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ import json
 import subprocess
 import sys
 
-from common.errors import ProviderError
+from aeq.core.errors import ProviderError
 
 PROBE_TIMEOUT_S = 120.0
 _IR_VERSION = 7

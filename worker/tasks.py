@@ -16,14 +16,14 @@ from typing import Any
 import redis
 from celery.exceptions import Reject
 
-from export.repository import ModelRepository
+from aeq.queue.jobs import JobStore
+from aeq.queue.protocol import TASK_NAME
+from aeq.queue.store import connect
+from aeq.repository import ModelRepository
 from worker import app as app_module
 from worker.app import app
 from worker.inference import process_engine
-from worker.jobs import JobStore
 from worker.processing import WorkerContext, process_chunk
-from worker.protocol import TASK_NAME
-from worker.store import connect
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ def worker_context(hostname: str | None = None) -> WorkerContext:
 
 @app.task(name=TASK_NAME, bind=True, acks_late=True, ignore_result=True)
 def run_chunk(self: Any, **message: Any) -> dict[str, Any]:
-    """Process one chunk message (see ``worker.protocol``); return a summary for the log."""
+    """Process one chunk message (see ``aeq.queue.protocol``); return a summary for the log."""
     context = worker_context(self.request.hostname)
     try:
         return process_chunk(context, message)

@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common.idx import read_idx
-from common.settings import load_settings
+from aeq.core.idx import read_idx
+from aeq.core.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 AEQ = str(Path(sys.executable).parent / "aeq")
@@ -42,7 +42,7 @@ REQUIRED_MODELS = ("denoising", "conv", "multilayer")
 WORKER_READY_TIMEOUT_S = 90.0
 WORKER_STOP_TIMEOUT_S = 20.0
 COMMAND_TIMEOUT_S = 300.0
-_CACHE_KEY_SOURCES = ("common", "training", "export")
+_CACHE_KEY_SOURCES = ("aeq/core", "aeq/repository.py", "training", "export")
 # Set to a repository 'aeq export' wrote to skip building one (for iterating on worker code).
 PREBUILT_REPOSITORY_VARIABLE = "AEQ_TEST_MODEL_REPOSITORY"
 
@@ -96,7 +96,8 @@ def mnist(tmp_path_factory: pytest.TempPathFactory) -> Mnist:
 def _sources_digest(mnist: Mnist) -> str:
     digest = hashlib.sha256(mnist.source.encode())
     for package in _CACHE_KEY_SOURCES:
-        for path in sorted((ROOT / package).rglob("*.py")):
+        source = ROOT / package
+        for path in sorted(source.rglob("*.py")) if source.is_dir() else [source]:
             digest.update(path.name.encode())
             digest.update(path.read_bytes())
     return digest.hexdigest()[:16]

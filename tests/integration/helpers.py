@@ -10,9 +10,9 @@ import numpy as np
 import onnxruntime
 from PIL import Image
 
-from common.catalog import Graph, model_spec
-from common.noise import add_noise
-from export.repository import ModelRepository
+from aeq.core.catalog import Graph, model_spec
+from aeq.core.noise import add_noise
+from aeq.repository import ModelRepository
 
 
 def free_port() -> int:

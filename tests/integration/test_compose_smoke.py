@@ -33,7 +33,7 @@ from compose_run import (
 )
 from helpers import reference_run, to_pixels
 
-from common.catalog import Graph
+from aeq.core.catalog import Graph
 
 pytestmark = pytest.mark.integration
 

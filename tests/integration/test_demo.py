@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from evaluation.metrics import psnr
+from aeq.evaluation.metrics import psnr
 
 pytestmark = pytest.mark.integration
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from helpers import noisy, psnr, read_codes, read_png_folder, reference_run, to_pixels
 
-from common.catalog import MODELS, Graph
+from aeq.core.catalog import MODELS, Graph
 
 pytestmark = pytest.mark.integration
 

@@ -18,11 +18,11 @@ import redis
 from helpers import free_port, noisy, reference_run, to_pixels
 from kombu import Connection, Exchange, Producer
 
-from common.catalog import Graph, Operation
-from common.settings import load_settings
+from aeq.core.catalog import Graph, Operation
+from aeq.core.settings import load_settings
+from aeq.queue.jobs import JobSpec, JobStore
+from aeq.queue.protocol import TASK_NAME, ChunkMessage, encode_array
 from worker.app import QUEUE, celery_config, make_app
-from worker.jobs import JobSpec, JobStore
-from worker.protocol import TASK_NAME, ChunkMessage, encode_array
 
 pytestmark = pytest.mark.integration
 

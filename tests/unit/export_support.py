@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from common.catalog import IMAGE_SIDE, MODELS
-from common.settings import load_settings
+from aeq.core.catalog import IMAGE_SIDE, MODELS
+from aeq.core.settings import load_settings
 
 FIT_IMAGES = 256
 FIT_BATCH_SIZE = 64
@@ -28,7 +28,7 @@ def held_out_images(count: int = PARITY_IMAGES) -> tuple[np.ndarray, str]:
     data_dir = load_settings().data_dir
     test_file = next(iter(sorted(data_dir.glob("t10k-images*")))) if data_dir else None
     if test_file is not None:
-        from common.idx import read_idx
+        from aeq.core.idx import read_idx
 
         return read_idx(test_file)[-count:].astype(np.float32) / 255.0, f"MNIST {test_file}"
     return generated_images(count, seed=1), "generated strokes"

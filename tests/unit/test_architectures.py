@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from common.catalog import MODELS
+from aeq.core.catalog import MODELS
 from training import architectures
 
 # Parameter counts follow from the article's layer sizes (vanilla: 784*64+64 + 64*784+784).

@@ -7,13 +7,13 @@ import time
 
 import pytest
 
-from bench import engine, flops, machine, report, targets
-from bench.cluster import WorkerProcess
-from bench.commands import parse_list
-from bench.jobs import Stopwatch, TimedProxy, worker_split
-from bench.sessions import OrtConfig, combine_best, one_factor_configs
-from bench.timing import Plan, Rate, compare, percentile
-from common.errors import UsageError
+from aeq.bench import engine, flops, machine, report, targets
+from aeq.bench.cluster import WorkerProcess
+from aeq.bench.commands import parse_list
+from aeq.bench.jobs import Stopwatch, TimedProxy, worker_split
+from aeq.bench.sessions import OrtConfig, combine_best, one_factor_configs
+from aeq.bench.timing import Plan, Rate, compare, percentile
+from aeq.core.errors import UsageError
 
 # Multiply-adds per image worked out by hand from the article's layer shapes:
 #   dense: inputs x outputs; Conv2D: H_out x W_out x C_out x 3 x 3 x C_in.

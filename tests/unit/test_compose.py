@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 EXPOSE_REDIS_FILE = ROOT / "docker" / "expose-redis.yml"
 ENV_EXAMPLE = ROOT / ".env.example"
-SETTINGS_MODULE = ROOT / "common" / "settings.py"
+SETTINGS_MODULE = ROOT / "aeq" / "core" / "settings.py"
 VENV_BIN = Path(sys.executable).parent
 
 SERVICES = {"redis", "worker", "worker-gpu", "train", "flower"}

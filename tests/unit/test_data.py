@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common.errors import DataUnavailableError, InputError
-from common.settings import Settings, load_settings
+from aeq.core.errors import DataUnavailableError, InputError
+from aeq.core.settings import Settings, load_settings
 from training import data as data_module
 from training.data import MnistData, load_mnist
 
@@ -251,7 +251,7 @@ def test_loading_does_not_import_keras_or_tensorflow(tmp_path):
     # The TF-free evaluation and benchmark code loads MNIST through this module.
     path = write_npz(tmp_path / "mnist.npz", _arrays())
     code = (
-        "import sys; from pathlib import Path; from common.settings import Settings; "
+        "import sys; from pathlib import Path; from aeq.core.settings import Settings; "
         "from training.data import load_mnist; "
         f"load_mnist(Path({str(path)!r}), Settings()); "
         "heavy = [m for m in ('tensorflow', 'keras') if m in sys.modules]; "

@@ -470,6 +470,8 @@ def test_the_wheel_builds_from_the_build_context(tmp_path: Path) -> None:
     with (ROOT / "pyproject.toml").open("rb") as handle:
         setuptools_config = tomllib.load(handle)["tool"]["setuptools"]
     for package in setuptools_config["packages"]:
-        assert f"{package}/__init__.py" in names, f"{package} missing from the image's wheel"
+        assert f"{package.replace('.', '/')}/__init__.py" in names, (
+            f"{package} missing from the image's wheel"
+        )
     for module in setuptools_config["py-modules"]:
         assert f"{module}.py" in names

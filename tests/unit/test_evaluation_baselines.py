@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from evaluation.baselines import PcaBaseline, median_filter
+from aeq.evaluation.baselines import PcaBaseline, median_filter
 
 
 def rank_k_images(count: int, rank: int, seed: int = 0) -> np.ndarray:

@@ -9,8 +9,8 @@ import math
 
 import pytest
 
-from evaluation import claims, report
-from evaluation.experiments import MEDIAN, NOISY_INPUT, PCA_BEST
+from aeq.evaluation import claims, report
+from aeq.evaluation.experiments import MEDIAN, NOISY_INPUT, PCA_BEST
 
 FACTORS = [0.1, 0.3, 0.5, 0.7]
 

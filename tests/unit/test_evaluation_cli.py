@@ -19,12 +19,12 @@ import onnxruntime
 import pytest
 from export_support import generated_images, write_trained
 
-from common.catalog import MODELS, Graph
-from common.noise import add_noise
-from evaluation import claims, experiments, report
-from evaluation.metrics import psnr_from_mse
+from aeq.core.catalog import MODELS, Graph
+from aeq.core.noise import add_noise
+from aeq.evaluation import claims, experiments, report
+from aeq.evaluation.metrics import psnr_from_mse
+from aeq.repository import ModelRepository
 from export import exporter
-from export.repository import ModelRepository
 
 TRAIN_IMAGES = 300  # > 128, so PCA-128 (the conv model's code size) can be fitted
 TEST_IMAGES = 120
@@ -136,7 +136,7 @@ def test_model_errors_match_onnx_runtime_run_directly_with_8_bit_output(
     evaluated, repository, data_dir
 ):
     _, metrics, _ = evaluated
-    from common.idx import read_idx
+    from aeq.core.idx import read_idx
 
     test = read_idx(data_dir / "t10k-images-idx3-ubyte.gz").astype(np.float32) / 255.0
     published = ModelRepository(repository).get("conv")
@@ -154,7 +154,7 @@ def test_model_errors_match_onnx_runtime_run_directly_with_8_bit_output(
 
 def test_denoising_table_reproduces_the_noisy_input_psnr(evaluated, data_dir):
     _, metrics, _ = evaluated
-    from common.idx import read_idx
+    from aeq.core.idx import read_idx
 
     test = read_idx(data_dir / "t10k-images-idx3-ubyte.gz").astype(np.float32) / 255.0
     section = metrics["denoising"]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from skimage.metrics import structural_similarity
 
-from evaluation.metrics import mean_ssim, mse, psnr, psnr_from_mse, sparsity
+from aeq.evaluation.metrics import mean_ssim, mse, psnr, psnr_from_mse, sparsity
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import onnxruntime
 import pytest
 from export_support import FIT_IMAGES, held_out_images, write_record, write_trained
 
-from common.catalog import (
+from aeq.core.catalog import (
     CODE_TENSOR,
     IMAGE_TENSOR,
     MODELS,
@@ -22,9 +22,9 @@ from common.catalog import (
     RECONSTRUCTION_TENSOR,
     Graph,
 )
-from common.errors import CollapsedModelError, InputError, ModelNotFoundError, ParityError
+from aeq.core.errors import CollapsedModelError, InputError, ModelNotFoundError, ParityError
+from aeq.repository import ModelRepository
 from export import convert, exporter, trained
-from export.repository import ModelRepository
 from export.rewrites import UPSAMPLE_TO_RESIZE, UPSAMPLED_CONV_TO_SUBPIXEL
 
 BATCH_SIZES = (1, 7)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from export_support import FIT_IMAGES, generated_images, write_record, write_trained
 
-from export.repository import ModelRepository
+from aeq.repository import ModelRepository
 
 TIMEOUT_S = 300
 

@@ -12,7 +12,7 @@ import onnxruntime
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from common.catalog import MODELS, PARITY_ATOL, Graph
+from aeq.core.catalog import MODELS, PARITY_ATOL, Graph
 from export import rewrites
 from export.rewrites import (
     REWRITE_ATOL,

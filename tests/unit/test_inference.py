@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from worker_support import expected, publish_tiny, random_images, tiny_repository
 
-from common.catalog import MODELS, Graph, Operation
-from common.errors import IntegrityError, ProviderError
-from common.settings import Settings
-from export.repository import ModelRepository
+from aeq.core.catalog import MODELS, Graph, Operation
+from aeq.core.errors import IntegrityError, ProviderError
+from aeq.core.settings import Settings
+from aeq.repository import ModelRepository
 from worker import inference
 from worker.inference import CPU_PROVIDER, Engine, from_graph_output, to_graph_input
 

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from common.errors import InputError
+from aeq.core.errors import InputError
+from aeq.files.inputs import open_codes, open_images
 from tests.unit.input_support import SIDE, digits, read_all, save_png, write_idx
-from worker.inputs import open_codes, open_images
 
 
 def only_item(path: Path, resize: bool = False) -> np.ndarray:

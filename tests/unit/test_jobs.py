@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import redis
 
-from common.catalog import Operation
-from common.errors import JobNotFoundError
-from worker.jobs import ChunkOutcome, ChunkStatus, JobSpec, JobState, JobStore
+from aeq.core.catalog import Operation
+from aeq.core.errors import JobNotFoundError
+from aeq.queue.jobs import ChunkOutcome, ChunkStatus, JobSpec, JobState, JobStore
 
 TTL_S = 600
 

@@ -13,8 +13,8 @@ import pytest
 from typer.testing import CliRunner
 
 import cli
-from common.catalog import Graph
-from export.repository import ModelRepository
+from aeq.core.catalog import Graph
+from aeq.repository import ModelRepository
 
 TIMEOUT_S = 120
 # Parity errors per graph of the fake versions below; the table shows the largest.
@@ -100,7 +100,7 @@ def test_aeq_models_never_imports_tensorflow(repository):
     script = textwrap.dedent(
         f"""
         import sys
-        import cli, export.repository
+        import cli, aeq.repository
         sys.argv = ["aeq", "models", "--json", "--repository", {str(repository.root)!r}]
         try:
             cli.app()

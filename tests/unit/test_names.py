@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from worker.names import MAX_NAME_BYTES, item_names, sanitize, unique_names
+from aeq.files.names import MAX_NAME_BYTES, item_names, sanitize, unique_names
 
 HOSTILE = [
     "../../etc/passwd",

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from common.errors import AeqError, JobError, OutputExistsError, UsageError
+from aeq.core.errors import AeqError, JobError, OutputExistsError, UsageError
+from aeq.files.inputs import open_codes, open_images
+from aeq.files.outputs import open_code_output, open_image_output
 from tests.unit.input_support import SIDE, digits, read_all
-from worker.inputs import open_codes, open_images
-from worker.outputs import open_code_output, open_image_output
 
 CHUNK = 4
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from common.catalog import Graph
-from common.errors import IntegrityError, ModelNotFoundError, RepositoryError
-from export.repository import CONFIG_FILE, ModelRepository, sha256_bytes
+from aeq.core.catalog import Graph
+from aeq.core.errors import IntegrityError, ModelNotFoundError, RepositoryError
+from aeq.repository import CONFIG_FILE, ModelRepository, sha256_bytes
 
 THREADS = 6
 PROCESSES = 4

@@ -23,7 +23,7 @@ _SCRIPT = textwrap.dedent(
     sys.path.insert(0, {support!r})
     from worker_support import tiny_repository
 
-    import cli, export.repository, worker.app, worker.client, worker.inference, worker.tasks
+    import cli, aeq.repository, worker.app, aeq.client.client, worker.inference, worker.tasks
 
     folder = Path({folder!r})
     tiny_repository(folder / "repository")

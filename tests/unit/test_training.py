@@ -14,8 +14,8 @@ import keras
 import numpy as np
 import pytest
 
-from common.catalog import MODELS
-from common.settings import load_settings
+from aeq.core.catalog import MODELS
+from aeq.core.settings import load_settings
 from training import batches, metrics
 from training.data import MnistData, load_mnist
 from training.recipe import ARTICLE, DEFAULT, MODEL_OVERRIDES, RECIPES, TrainingConfig, recipe

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 import cli
 import training.train
-from common.errors import CollapsedModelError
+from aeq.core.errors import CollapsedModelError
 from training.record import TrainingRecord
 
 AEQ = shutil.which("aeq", path=str(Path(sys.executable).parent)) or "aeq"

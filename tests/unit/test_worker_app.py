@@ -11,13 +11,13 @@ import onnxruntime
 import pytest
 from onnx import TensorProto, helper
 
-from common.errors import ProviderError, UsageError
-from common.settings import Settings, load_settings
+from aeq.core.errors import ProviderError, UsageError
+from aeq.core.settings import Settings, load_settings
+from aeq.queue.protocol import TASK_NAME
 from worker import launcher
 from worker.app import celery_config, make_app, restore_interval_s
 from worker.inference import nvidia_device_visible
 from worker.launcher import LaunchOptions, celery_argv, check_options
-from worker.protocol import TASK_NAME
 from worker.provider_probe import identity_model_bytes, probe, providers_in_use
 
 BROKER = "redis://127.0.0.1:6399/0"

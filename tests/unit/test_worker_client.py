@@ -11,19 +11,19 @@ import numpy as np
 import pytest
 from worker_support import random_images, tiny_repository
 
-from common.catalog import Operation
-from common.errors import BrokerError, JobError
-from common.settings import Settings
-from worker.client import FollowState, JobClient, Submission
+from aeq.client.client import FollowState, JobClient, Submission
+from aeq.client.local import run_local
+from aeq.core.catalog import Operation
+from aeq.core.errors import BrokerError, JobError
+from aeq.core.settings import Settings
+from aeq.queue.jobs import JobStore
+from aeq.queue.protocol import TASK_NAME
 from worker.inference import CPU_PROVIDER, Engine
-from worker.jobs import JobStore
-from worker.local import run_local
 from worker.processing import WorkerContext, process_chunk
-from worker.protocol import TASK_NAME
 
 
 class ArraySource:
-    """An in-memory stand-in for ``worker.inputs.ImageSource``."""
+    """An in-memory stand-in for ``aeq.files.inputs.ImageSource``."""
 
     def __init__(self, array: np.ndarray) -> None:
         self.array = array

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from worker_support import random_images, tiny_repository
 
-from common.catalog import Operation
-from common.settings import Settings
+from aeq.core.catalog import Operation
+from aeq.core.settings import Settings
+from aeq.queue.jobs import ChunkOutcome, JobSpec, JobState, JobStore
+from aeq.queue.protocol import ChunkMessage, encode_array
 from worker.inference import CPU_PROVIDER, Engine
-from worker.jobs import ChunkOutcome, JobSpec, JobState, JobStore
 from worker.processing import WorkerContext, process_chunk
-from worker.protocol import ChunkMessage, encode_array
 
 
 @pytest.fixture(scope="module")

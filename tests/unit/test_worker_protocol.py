@@ -6,9 +6,9 @@ import msgpack
 import numpy as np
 import pytest
 
-from common.catalog import MODELS, Operation
-from common.errors import PayloadError
-from worker.protocol import (
+from aeq.core.catalog import MODELS, Operation
+from aeq.core.errors import PayloadError
+from aeq.queue.protocol import (
     DEFAULT_CHUNK_SIZE,
     MAX_CHUNK_SIZE,
     ChunkMessage,

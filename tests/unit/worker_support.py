@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from common.catalog import (
+from aeq.core.catalog import (
     CODE_TENSOR,
     IMAGE_TENSOR,
     MODELS,
@@ -26,7 +26,7 @@ from common.catalog import (
     Graph,
     ModelSpec,
 )
-from export.repository import ModelRepository, ModelVersion
+from aeq.repository import ModelRepository, ModelVersion
 
 OPSET = 17
 

@@ -1,0 +1,297 @@
+"""The client side of a job: queue its chunks, follow them, write their outputs, clean up.
+
+Submitting stores each chunk's array under the job's keys and sends one small Celery message per
+chunk (``aeq.queue.protocol``). Following reads completion notices (BLPOP, no polling sleeps),
+writes each finished chunk's output through the writer as it arrives, so memory holds about one
+chunk at a time however large the job, and ends when every chunk has finished. Any process that
+reaches Redis can follow a job, any number of times until its data is deleted: the chunk
+statuses, not the notices, are the record (notices only wake the follower).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import redis
+
+from aeq.core.catalog import IMAGE_SIDE, Operation
+from aeq.core.errors import JobError
+from aeq.core.settings import Settings
+from aeq.queue.jobs import CANCEL_EVENT, ChunkOutcome, ChunkStatus, JobRecord, JobSpec, JobStore
+from aeq.queue.protocol import TASK_NAME, ChunkMessage, encode_array
+from aeq.queue.store import connect
+from aeq.repository import ModelVersion
+
+# How long one BLPOP waits before the follower re-reads the chunk statuses (which also catches
+# notices another follower of the same job consumed).
+WAIT_SLICE_S = 1.0
+# Notices taken per round trip once one has arrived.
+EVENTS_PER_READ = 256
+# Finished chunks fetched per round trip (outputs and names).
+FETCH_BATCH_CHUNKS = 4
+
+Progress = Callable[[int], None]
+
+
+class ChunkSource(Protocol):
+    """What ``aeq.files.inputs`` hands out: a known number of items, read lazily in chunks."""
+
+    total: int
+
+    def chunks(self, size: int) -> Iterator[tuple[list[str], np.ndarray]]: ...
+
+
+class ChunkWriter(Protocol):
+    """What ``aeq.files.outputs`` hands out: accepts chunks in any order at their item offset."""
+
+    def write(self, start: int, names: list[str], array: np.ndarray) -> None: ...
+
+
+@dataclass(frozen=True)
+class Submission:
+    """A job to queue: an operation with one model version over a source of items."""
+
+    op: Operation
+    version: ModelVersion
+    source: ChunkSource
+    chunk_size: int
+    output: str = ""  # remembered as the default ``aeq results -o``
+
+    def spec(self) -> JobSpec:
+        return JobSpec(
+            op=self.op,
+            model=self.version.model,
+            version=self.version.version,
+            total=self.source.total,
+            chunk_size=self.chunk_size,
+            code_dim=self.version.code_dim,
+            output=self.output,
+        )
+
+
+@dataclass
+class FollowState:
+    """What a follower has seen of a job so far."""
+
+    written: set[int] = field(default_factory=set)
+    failed: dict[int, ChunkStatus] = field(default_factory=dict)
+    skipped: set[int] = field(default_factory=set)
+    items: int = 0
+    cancelled: bool = False
+    spec: JobSpec | None = None
+
+    def finished(self) -> int:
+        return len(self.written) + len(self.failed) + len(self.skipped)
+
+    def job_spec(self) -> JobSpec:
+        """The followed job's spec (read by the first ``follow`` call)."""
+        if self.spec is None:
+            raise JobError("the job was not read yet; call follow() first")
+        return self.spec
+
+
+class JobClient:
+    """Talks to the result store and the broker on behalf of one CLI command."""
+
+    def __init__(self, settings: Settings) -> None:
+        if not settings.broker_url:
+            raise JobError("no broker configured (AEQ_BROKER_URL); jobs run in local mode")
+        self.settings = settings
+        self.store = JobStore(connect(settings.results_url or ""), settings.result_ttl_s)
+        if settings.broker_url != settings.results_url:
+            connect(settings.broker_url)
+        self._celery: Any = None
+
+    # -- submitting ---------------------------------------------------------------------------
+
+    def submit(
+        self,
+        submission: Submission,
+        on_queued: Progress | None = None,
+        between_chunks: Callable[[str], None] | None = None,
+    ) -> str:
+        """Create the job and queue every chunk; return the job id.
+
+        ``between_chunks(job)`` runs after each chunk is queued (the waiting CLI writes finished
+        outputs there). Interrupted before every chunk is queued, the job is cancelled: it could
+        never complete.
+        """
+        spec = submission.spec()
+        job = self.store.create(spec)
+        queued_items = 0
+        try:
+            with self._celery_app().producer_or_acquire() as producer:
+                for chunk, (names, array) in enumerate(submission.source.chunks(spec.chunk_size)):
+                    self._queue_chunk(producer, job, spec, chunk, names, array)
+                    queued_items += len(array)
+                    if on_queued:
+                        on_queued(queued_items)
+                    if between_chunks:
+                        between_chunks(job)
+        except redis.exceptions.OutOfMemoryError:
+            self.store.cancel(job)
+            raise JobError(
+                f"Redis is full (its maxmemory) after {queued_items:,} of {spec.total:,} items "
+                f"were queued: job {job} was cancelled and its inputs dropped. A job's data stays "
+                "in Redis until collected (about 1.6 KB per image): raise Redis' maxmemory, "
+                "collect finished jobs, or submit fewer images at a time"
+            ) from None
+        except BaseException:
+            self.store.cancel(job)
+            raise
+        if queued_items != spec.total:
+            self.store.cancel(job)
+            raise JobError(f"the input yielded {queued_items} items, expected {spec.total}")
+        return job
+
+    def _queue_chunk(
+        self, producer: Any, job: str, spec: JobSpec, chunk: int, names: list[str], array: Any
+    ) -> None:
+        if len(array) != spec.chunk_count(chunk) or len(names) != len(array):
+            raise JobError(
+                f"chunk {chunk} has {len(array)} items, expected {spec.chunk_count(chunk)}"
+            )
+        message = ChunkMessage.for_array(job, chunk, spec.op, spec.model, spec.version, array)
+        self.store.put_chunk(job, chunk, encode_array(array), names)
+        self._celery_app().send_task(
+            TASK_NAME, kwargs=message.to_wire(), producer=producer, serializer="msgpack"
+        )
+
+    def _celery_app(self) -> Any:
+        if self._celery is None:
+            from worker.app import make_app
+
+            self._celery = make_app(self.settings)
+        return self._celery
+
+    # -- following ----------------------------------------------------------------------------
+
+    def follow(
+        self,
+        job: str,
+        writer: ChunkWriter,
+        state: FollowState | None = None,
+        on_progress: Progress | None = None,
+        block: bool = True,
+    ) -> FollowState:
+        """Write every finished chunk's output; with ``block``, until the whole job has finished.
+
+        The first call with a given ``state`` reads every chunk status (the record); later work
+        is driven by completion notices. Without ``block`` it writes what the notices say is
+        ready and returns at once (used between chunks while submitting). Raises ``JobError`` if
+        the job was cancelled or a chunk failed (after the rest finished), so the caller aborts
+        its output.
+        """
+        state = state or FollowState()
+        if state.spec is None:
+            state.spec = self.store.get(job, with_statuses=False).spec
+            self._take_statuses(job, writer, state, self.store.statuses(job).items())
+        spec = state.spec
+        if not block:
+            self._take_events(job, writer, state, self._pending_events(job))
+        while block and state.finished() < spec.chunks and not state.cancelled:
+            events = self._next_events(job)
+            if events is None:  # nothing for a while: re-read the record
+                record = self.store.get(job)
+                state.cancelled = record.cancelled
+                self._take_statuses(job, writer, state, record.statuses.items())
+            else:
+                self._take_events(job, writer, state, events)
+            if on_progress:
+                on_progress(state.items)
+        if on_progress:
+            on_progress(state.items)
+        if block:
+            _raise_if_unsuccessful(job, spec, state)
+        return state
+
+    def _take_events(
+        self, job: str, writer: ChunkWriter, state: FollowState, events: list[bytes]
+    ) -> None:
+        state.cancelled = state.cancelled or CANCEL_EVENT in events
+        chunks = sorted({int(e) for e in events if e.isdigit()} - state.written)
+        self._take_statuses(job, writer, state, self.store.statuses_of(job, chunks).items())
+
+    def _pending_events(self, job: str) -> list[bytes]:
+        return list(self.store.client.lpop(self.store.events_key(job), EVENTS_PER_READ) or [])
+
+    def _next_events(self, job: str) -> list[bytes] | None:
+        first = self.store.wait_event(job, WAIT_SLICE_S)
+        if first is None:
+            return None
+        return [first, *self._pending_events(job)]
+
+    def _take_statuses(
+        self,
+        job: str,
+        writer: ChunkWriter,
+        state: FollowState,
+        statuses: Iterable[tuple[int, ChunkStatus]],
+    ) -> None:
+        ready = []
+        for chunk, status in sorted(statuses):
+            if chunk in state.written or chunk in state.failed or chunk in state.skipped:
+                continue
+            if status.outcome is ChunkOutcome.DONE:
+                ready.append(chunk)
+            elif status.outcome is ChunkOutcome.FAILED:
+                state.failed[chunk] = status
+            else:
+                state.skipped.add(chunk)
+        spec = state.job_spec()
+        # A few chunks per round trip: fewer waits, memory still bounded by a few chunks.
+        for start in range(0, len(ready), FETCH_BATCH_CHUNKS):
+            batch = ready[start : start + FETCH_BATCH_CHUNKS]
+            for chunk, (raw, names) in zip(batch, self.store.outputs(job, batch), strict=True):
+                array = _output_array(job, spec, chunk, raw)
+                writer.write(spec.chunk_start(chunk), names, array)
+                state.written.add(chunk)
+                state.items += len(array)
+
+    # -- the rest -----------------------------------------------------------------------------
+
+    def record(self, job: str) -> JobRecord:
+        """The job as stored (``JobNotFoundError`` if unknown or expired)."""
+        return self.store.get(job)
+
+    def cancel(self, job: str) -> int:
+        """Cancel a job; returns how many queued chunks will be skipped."""
+        record = self.store.get(job, with_statuses=False)
+        if record.state not in (record.state.QUEUED, record.state.RUNNING):
+            raise JobError(f"job {job} is {record.state.value}; nothing to cancel")
+        return self.store.cancel(job)
+
+    def finish(self, job: str, keep: bool) -> None:
+        """Mark the job's results collected; unless ``keep``, delete its data from Redis."""
+        self.store.mark_collected(job, keep)
+
+
+def _output_array(job: str, spec: JobSpec, chunk: int, raw: bytes | None) -> np.ndarray:
+    """A finished chunk's output bytes as the array they encode, after checking their size."""
+    count = spec.chunk_count(chunk)
+    dtype: np.dtype[Any] = np.dtype(np.uint8)
+    shape: tuple[int, ...] = (count, IMAGE_SIDE, IMAGE_SIDE)
+    if spec.op is Operation.ENCODE:
+        dtype, shape = np.dtype(np.float32), (count, spec.code_dim)
+    expected = int(np.prod(shape)) * dtype.itemsize
+    if raw is None or len(raw) != expected:
+        got = "nothing" if raw is None else f"{len(raw)} bytes"
+        raise JobError(
+            f"job {job} chunk {chunk}: output holds {got}, expected {expected} bytes "
+            "(expired or deleted?)"
+        )
+    return np.frombuffer(raw, dtype=dtype).reshape(shape)
+
+
+def _raise_if_unsuccessful(job: str, spec: JobSpec, state: FollowState) -> None:
+    if state.cancelled:
+        raise JobError(f"job {job} was cancelled; no output written")
+    if state.failed:
+        chunk, status = min(state.failed.items())
+        raise JobError(
+            f"job {job}: {len(state.failed)} of {spec.chunks} chunks failed "
+            f"(chunk {chunk}: {status.reason}); no output written, 'aeq status {job}' lists them"
+        )

@@ -1,0 +1,367 @@
+"""The job commands: ``denoise``, ``reconstruct``, ``encode``, ``decode``, ``status``, ``results``,
+``cancel``, ``jobs`` and ``worker``.
+
+TensorFlow-free. ONNX Runtime and Celery are imported inside the commands that use them, so
+``aeq --help`` stays quick. With ``AEQ_BROKER_URL`` unset the four verbs run in this process
+(local mode); with it set they queue the job to workers through Redis and, unless ``--no-wait``,
+follow it to the end, writing outputs as chunks finish.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from aeq.client import views
+from aeq.client.views import stderr, stdout
+from aeq.core.catalog import Operation
+from aeq.core.errors import UsageError
+from aeq.core.settings import Settings, load_settings
+from aeq.queue.jobs import JobRecord
+from aeq.queue.protocol import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE
+from aeq.repository import ModelRepository, ModelVersion
+
+InputsArgument = Annotated[
+    list[Path],
+    typer.Argument(
+        help="Image files (PNG/JPEG/BMP), folders, .npy/.npz arrays or MNIST IDX files.",
+        show_default=False,
+    ),
+]
+OutputOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--output", "-o", help="A folder of PNGs, or a .npy/.npz file.", show_default=False
+    ),
+]
+ModelOption = Annotated[str | None, typer.Option(help="Model name (default: per operation).")]
+VersionOption = Annotated[int | None, typer.Option(min=1, help="Model version (default: latest).")]
+ChunkOption = Annotated[
+    int, typer.Option(min=1, max=MAX_CHUNK_SIZE, help="Items per chunk (one task each).")
+]
+ResizeOption = Annotated[bool, typer.Option("--resize", help="Resize images that are not 28x28.")]
+OverwriteOption = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")]
+NoWaitOption = Annotated[
+    bool, typer.Option("--no-wait", help="Print the job id and return; see 'aeq results'.")
+]
+JobArgument = Annotated[str, typer.Argument(help="The job id 'aeq jobs' lists.")]
+
+
+def register(app: typer.Typer) -> None:
+    """Add the job commands to the aeq app."""
+    app.command("denoise")(denoise)
+    app.command("reconstruct")(reconstruct)
+    app.command("encode")(encode)
+    app.command("decode")(decode)
+    app.command("status")(status)
+    app.command("results")(results)
+    app.command("cancel")(cancel)
+    app.command("jobs")(jobs)
+    app.command("worker")(worker)
+
+
+def denoise(
+    inputs: InputsArgument,
+    output: OutputOption = None,
+    model: ModelOption = None,
+    version: VersionOption = None,
+    chunk_size: ChunkOption = DEFAULT_CHUNK_SIZE,
+    resize: ResizeOption = False,
+    overwrite: OverwriteOption = False,
+    no_wait: NoWaitOption = False,
+) -> None:
+    """Denoise images with the denoising autoencoder (or --model)."""
+    _image_job(Operation.DENOISE, locals())
+
+
+def reconstruct(
+    inputs: InputsArgument,
+    output: OutputOption = None,
+    model: ModelOption = None,
+    version: VersionOption = None,
+    chunk_size: ChunkOption = DEFAULT_CHUNK_SIZE,
+    resize: ResizeOption = False,
+    overwrite: OverwriteOption = False,
+    no_wait: NoWaitOption = False,
+) -> None:
+    """Reconstruct images through an autoencoder (default: conv)."""
+    _image_job(Operation.RECONSTRUCT, locals())
+
+
+def encode(
+    inputs: InputsArgument,
+    output: OutputOption = None,
+    model: ModelOption = None,
+    version: VersionOption = None,
+    chunk_size: ChunkOption = DEFAULT_CHUNK_SIZE,
+    resize: ResizeOption = False,
+    overwrite: OverwriteOption = False,
+    no_wait: NoWaitOption = False,
+) -> None:
+    """Encode images to codes (default model: multilayer); writes CODES.npy/.npz with names."""
+    _image_job(Operation.ENCODE, locals())
+
+
+def decode(
+    codes: Annotated[Path, typer.Argument(help="A codes file written by 'aeq encode'.")],
+    output: OutputOption = None,
+    model: Annotated[
+        str | None, typer.Option(help="Model name (default: the one that made the codes).")
+    ] = None,
+    version: Annotated[
+        int | None, typer.Option(min=1, help="Model version (default: the codes' version).")
+    ] = None,
+    chunk_size: ChunkOption = DEFAULT_CHUNK_SIZE,
+    overwrite: OverwriteOption = False,
+    no_wait: NoWaitOption = False,
+) -> None:
+    """Decode codes back to images with the decoder of the model that made them."""
+    from aeq.files.inputs import open_codes
+
+    settings = load_settings()
+    source = open_codes(codes)
+    chosen = model or source.model
+    if not chosen:
+        raise UsageError(f"{codes} does not say which model made it; pass --model")
+    if version is None and chosen == source.model:
+        version = source.version
+    resolved = _resolve(settings, chosen, version)
+    if resolved.code_dim != source.code_dim:
+        raise UsageError(
+            f"{codes} holds {source.code_dim}-d codes, {resolved.label} decodes "
+            f"{resolved.code_dim}-d codes"
+        )
+    _run(settings, Operation.DECODE, resolved, source, output, chunk_size, overwrite, no_wait)
+
+
+def _image_job(op: Operation, args: dict[str, Any]) -> None:
+    from aeq.files.inputs import open_images
+
+    settings = load_settings()
+    model = args["model"] or op.default_model or ""
+    resolved = _resolve(settings, model, args["version"])
+    source = open_images(args["inputs"], resize=args["resize"])
+    if source.skipped:
+        stderr.print(
+            f"skipped {len(source.skipped)} file(s) that are not images or arrays "
+            f"(first: {source.skipped[0]})"
+        )
+    _run(
+        settings,
+        op,
+        resolved,
+        source,
+        args["output"],
+        args["chunk_size"],
+        args["overwrite"],
+        args["no_wait"],
+    )
+
+
+def _resolve(settings: Settings, model: str, version: int | None) -> ModelVersion:
+    from aeq.core.catalog import model_spec
+
+    model_spec(model)
+    return ModelRepository(settings.model_repository).get(model, version)
+
+
+def _run(
+    settings: Settings,
+    op: Operation,
+    version: ModelVersion,
+    source: Any,
+    output: Path | None,
+    chunk_size: int,
+    overwrite: bool,
+    no_wait: bool,
+) -> None:
+    from aeq.client.client import Submission
+
+    if source.total == 0:
+        raise UsageError("the inputs hold no images")
+    remembered = str(output.resolve()) if output is not None else ""
+    submission = Submission(op, version, source, chunk_size, output=remembered)
+    if no_wait:
+        if not settings.broker_url:
+            raise UsageError("--no-wait needs a broker: set AEQ_BROKER_URL")
+        _submit_only(settings, submission, output, overwrite)
+    elif output is None:
+        raise UsageError("give the output with -o/--output (a folder, or a .npy/.npz file)")
+    elif not settings.broker_url:
+        _run_local(settings, submission, output, overwrite)
+    else:
+        _submit_and_follow(settings, submission, output, overwrite)
+
+
+def _run_local(settings: Settings, submission: Any, output: Path, overwrite: bool) -> None:
+    from aeq.client.local import LOCAL_MODE_NOTICE, run_local
+    from worker.inference import Engine
+
+    stderr.print(LOCAL_MODE_NOTICE)
+    engine = Engine(settings)
+    started = time.perf_counter()
+    with views.open_output(output, submission, overwrite) as writer:
+        with views.progress_bar(submission.source.total, submission.op) as advance:
+            count = run_local(submission, writer, engine, advance)
+        writer.commit()
+    views.print_summary(submission, count, output, engine.providers[:1], started)
+
+
+def _submit_only(settings: Settings, submission: Any, output: Path | None, overwrite: bool) -> None:
+    from aeq.client.client import JobClient
+    from aeq.core.errors import OutputExistsError
+
+    if output is not None and output.exists() and not overwrite:
+        raise OutputExistsError(f"{output} exists; pass --overwrite to replace it")
+    client = JobClient(settings)
+    with views.progress_bar(submission.source.total, submission.op, "queued") as advance:
+        job = client.submit(submission, on_queued=advance)
+    stdout.print(job)
+    hint = f" -o {output}" if output is None else ""
+    stderr.print(
+        f"queued job {job}: {submission.source.total} items in "
+        f"{submission.spec().chunks} chunks; 'aeq status {job}', 'aeq results {job}{hint}'"
+    )
+
+
+def _submit_and_follow(settings: Settings, submission: Any, output: Path, overwrite: bool) -> None:
+    from aeq.client.client import FollowState, JobClient
+
+    client = JobClient(settings)
+    started = time.perf_counter()
+    state = FollowState()
+    job = ""
+    with views.open_output(output, submission, overwrite) as writer:
+        with views.progress_bar(submission.source.total, submission.op) as advance:
+
+            def write_ready(new_job: str) -> None:
+                nonlocal job
+                job = new_job
+                client.follow(job, writer, state, advance, block=False)
+
+            try:
+                job = client.submit(submission, between_chunks=write_ready)
+            except KeyboardInterrupt:
+                stderr.print("interrupted while queuing: the job was cancelled")
+                raise
+            try:
+                client.follow(job, writer, state, advance)
+            except KeyboardInterrupt:
+                stderr.print(
+                    f"job {job} keeps running; collect it with 'aeq results {job} -o {output}'"
+                )
+                raise
+        writer.commit()
+    client.finish(job, keep=False)
+    record = client.record(job)
+    views.print_summary(submission, state.items, output, record.providers(), started, job)
+
+
+def status(
+    job: JobArgument,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the status as JSON.")] = False,
+) -> None:
+    """Show a job's state, chunk counts, model, provider and timings."""
+    record = _client().record(job)
+    if as_json:
+        stdout.print_json(json.dumps(views.status_dict(record)))
+    else:
+        views.print_status(record)
+
+
+def results(
+    job: JobArgument,
+    output: OutputOption = None,
+    keep: Annotated[
+        bool, typer.Option("--keep", help="Keep the job's data in Redis after writing.")
+    ] = False,
+    overwrite: OverwriteOption = False,
+) -> None:
+    """Write a job's outputs (waiting for it to finish), then delete its data unless --keep."""
+    from aeq.client.client import FollowState
+    from aeq.core.errors import JobError
+
+    client = _client()
+    record = client.record(job)
+    target = output or (Path(record.spec.output) if record.spec.output else None)
+    if target is None:
+        raise UsageError("give the output with -o/--output")
+    if client.store.is_deleted(job):
+        raise JobError(f"the results of job {job} were collected and deleted (use --keep to keep)")
+    started = time.perf_counter()
+    state = FollowState()
+    with views.open_job_output(target, record, overwrite) as writer:
+        with views.progress_bar(record.spec.total, record.spec.op) as advance:
+            client.follow(job, writer, state, advance)
+        writer.commit()
+    client.finish(job, keep)
+    views.print_collected(client.record(job), target, state.items, started, keep)
+
+
+def cancel(job: JobArgument) -> None:
+    """Cancel a queued or running job: its remaining chunks are skipped."""
+    skipped = _client().cancel(job)
+    stderr.print(f"cancelled job {job}; {skipped} queued chunk(s) will be skipped")
+
+
+def jobs(
+    limit: Annotated[int, typer.Option(min=1, help="How many jobs to list.")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the list as JSON.")] = False,
+) -> None:
+    """List recent jobs, newest first."""
+    records: list[JobRecord] = _client().store.recent(limit)
+    if as_json:
+        stdout.print_json(json.dumps([views.status_dict(record) for record in records]))
+    else:
+        views.print_jobs(records)
+
+
+def _client() -> Any:
+    from aeq.client.client import JobClient
+
+    settings = load_settings()
+    if not settings.broker_url:
+        raise UsageError(
+            "no broker configured: set AEQ_BROKER_URL (local-mode jobs leave no record)"
+        )
+    return JobClient(settings)
+
+
+def worker(
+    concurrency: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Worker processes (1: solo pool; default AEQ_WORKER_CONCURRENCY, else one per "
+            "core on a CPU host, 1 where a GPU is used).",
+        ),
+    ] = None,
+    threads: Annotated[
+        int | None,
+        typer.Option(min=1, help="ONNX Runtime threads per process (default: cores / processes)."),
+    ] = None,
+    require_gpu: Annotated[
+        bool,
+        typer.Option(
+            "--require-gpu", help="Refuse to start unless CUDA is the provider really in use."
+        ),
+    ] = False,
+    loglevel: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    hostname: Annotated[str | None, typer.Option(help="Worker name (default aeq@HOST).")] = None,
+) -> None:
+    """Run a Celery worker that serves aeq jobs (needs AEQ_BROKER_URL)."""
+    from worker.launcher import LaunchOptions, start
+
+    settings = load_settings()
+    options = LaunchOptions(
+        concurrency=concurrency or settings.worker_concurrency,
+        threads=threads or settings.threads_per_process,
+        require_gpu=require_gpu,
+        loglevel=loglevel,
+        hostname=hostname,
+    )
+    start(settings, options)

@@ -1,0 +1,218 @@
+"""How the job commands show things: progress bar, summaries, status, the jobs table.
+
+Kept apart from ``aeq.client.commands`` so the commands read as what they do.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+from aeq.core.catalog import Operation
+from aeq.queue.jobs import JobRecord
+
+stdout = Console(highlight=False, soft_wrap=True)
+stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+# Failed chunks listed by ``aeq status`` before "... and N more".
+MAX_LISTED_FAILURES = 10
+
+_VERBS = {
+    Operation.DENOISE: "denoised",
+    Operation.RECONSTRUCT: "reconstructed",
+    Operation.ENCODE: "encoded",
+    Operation.DECODE: "decoded",
+}
+
+
+class RateColumn(ProgressColumn):
+    """Items per second, the way a user compares runs."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text("" if speed is None else f"{speed:,.0f} items/s")
+
+
+@contextmanager
+def progress_bar(
+    total: int, op: Operation, label: str | None = None
+) -> Iterator[Callable[[int], None]]:
+    """A progress bar on stderr; yields ``advance(items_done)``."""
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        RateColumn(),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=stderr, transient=False) as progress:
+        task = progress.add_task(label or op.value, total=total)
+
+        def advance(done: int) -> None:
+            progress.update(task, completed=done)
+
+        yield advance
+
+
+def open_output(output: Path, submission: Any, overwrite: bool) -> Any:
+    """The writer a submission's results go to (images, or codes for encode)."""
+    from aeq.files.outputs import open_code_output, open_image_output
+
+    total = submission.source.total
+    if submission.op is Operation.ENCODE:
+        version = submission.version
+        return open_code_output(
+            output, total, version.code_dim, version.model, version.version, overwrite
+        )
+    return open_image_output(output, total, overwrite)
+
+
+def open_job_output(output: Path, record: JobRecord, overwrite: bool) -> Any:
+    """The writer a stored job's results go to."""
+    from aeq.files.outputs import open_code_output, open_image_output
+
+    spec = record.spec
+    if spec.op is Operation.ENCODE:
+        return open_code_output(
+            output, spec.total, spec.code_dim, spec.model, spec.version, overwrite
+        )
+    return open_image_output(output, spec.total, overwrite)
+
+
+def print_summary(
+    submission: Any,
+    count: int,
+    output: Path,
+    providers: Any,
+    started: float,
+    job: str | None = None,
+) -> None:
+    """One line: what was done, with what, how fast, where it went."""
+    seconds = time.perf_counter() - started
+    where = f"job {job}, " if job else ""
+    stderr.print(
+        f"{_VERBS[submission.op]} {count} items with {submission.version.label} "
+        f"({where}{', '.join(providers) or 'no provider reported'}) in {seconds:.1f} s "
+        f"({count / max(seconds, 1e-9):,.0f} items/s) -> {output}"
+    )
+
+
+def print_collected(
+    record: JobRecord, output: Path, count: int, started: float, keep: bool
+) -> None:
+    """One line after ``aeq results``."""
+    seconds = time.perf_counter() - started
+    kept = "kept in Redis" if keep else "deleted from Redis"
+    stderr.print(
+        f"wrote {count} items of job {record.id} ({record.label}) to {output} in {seconds:.1f} s; "
+        f"job data {kept}"
+    )
+
+
+def _iso(timestamp: float | None) -> str | None:
+    if timestamp is None:
+        return None
+    return datetime.fromtimestamp(timestamp).isoformat(timespec="seconds")
+
+
+def status_dict(record: JobRecord) -> dict[str, Any]:
+    """A job's status as plain data (``aeq status --json``)."""
+    spec = record.spec
+    end = record.finished_at or time.time()
+    elapsed = end - record.started_at if record.started_at else None
+    return {
+        "job": record.id,
+        "state": record.state.value,
+        "op": spec.op.value,
+        "model": spec.model,
+        "version": spec.version,
+        "items": {"total": spec.total, "done": record.items_done},
+        "chunks": {
+            "total": spec.chunks,
+            "queued": record.queued,
+            "done": record.done,
+            "failed": record.failed,
+            "skipped": record.skipped,
+            "chunk_size": spec.chunk_size,
+        },
+        "providers": record.providers(),
+        "workers": sorted({s.worker for s in record.statuses.values() if s.worker}),
+        "created_at": _iso(record.created_at),
+        "started_at": _iso(record.started_at),
+        "finished_at": _iso(record.finished_at),
+        "collected_at": _iso(record.collected_at),
+        "seconds": None if elapsed is None else round(elapsed, 3),
+        "inference_seconds": round(sum(s.seconds for s in record.statuses.values()), 3),
+        "failures": [{"chunk": s.chunk, "reason": s.reason} for s in record.failures()],
+    }
+
+
+def print_status(record: JobRecord) -> None:
+    """``aeq status`` for people."""
+    data = status_dict(record)
+    chunks = data["chunks"]
+    rows = [
+        ("job", record.id),
+        ("state", data["state"]),
+        ("operation", f"{data['op']} with {record.label}"),
+        ("items", f"{data['items']['done']} / {data['items']['total']} done"),
+        (
+            "chunks",
+            f"{chunks['done']} done, {chunks['failed']} failed, {chunks['skipped']} skipped "
+            f"of {chunks['total']} ({chunks['chunk_size']} items each)",
+        ),
+        ("providers", ", ".join(data["providers"]) or "-"),
+        ("workers", ", ".join(data["workers"]) or "-"),
+        ("created", data["created_at"]),
+        ("started", data["started_at"] or "-"),
+        ("finished", data["finished_at"] or "-"),
+        ("collected", data["collected_at"] or "-"),
+        ("elapsed", "-" if data["seconds"] is None else f"{data['seconds']:.2f} s"),
+        ("inference", f"{data['inference_seconds']:.2f} s in workers"),
+    ]
+    for name, value in rows:
+        stdout.print(f"{name:>10}  {value}")
+    failures = data["failures"]
+    for failure in failures[:MAX_LISTED_FAILURES]:
+        stdout.print(f"{'failed':>10}  chunk {failure['chunk']}: {failure['reason']}")
+    if len(failures) > MAX_LISTED_FAILURES:
+        stdout.print(f"{'':>10}  ... and {len(failures) - MAX_LISTED_FAILURES} more (--json)")
+
+
+def print_jobs(records: list[JobRecord]) -> None:
+    """``aeq jobs``: a table, newest first."""
+    if not records:
+        stderr.print("no jobs in the result store")
+        return
+    table = Table(box=None, pad_edge=False)
+    for column in ("job", "state", "op", "model", "items", "created"):
+        table.add_column(column)
+    for record in records:
+        table.add_row(
+            record.id,
+            record.state.value,
+            record.spec.op.value,
+            record.label,
+            f"{record.items_done}/{record.spec.total}",
+            _iso(record.created_at) or "",
+        )
+    stdout.print(table)

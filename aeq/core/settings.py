@@ -1,0 +1,119 @@
+"""aeq's settings: read once from the environment into one typed, frozen object.
+
+No other module reads ``os.environ``; they take a ``Settings`` (or call ``load_settings()``).
+Connections are URLs. Durations and sizes carry their unit in the name.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from aeq.core.errors import UsageError
+
+DEFAULT_MODEL_REPOSITORY = Path("model_repository")
+DEFAULT_TRAINING_DIR = Path("trained")
+DEFAULT_RESULT_TTL_S = 24 * 60 * 60
+# A chunk runs for well under a second on a 2-core CPU at the default chunk size; an unacknowledged
+# message is handed to another worker after this long, so it bounds how late a killed worker's chunk
+# comes back, and must stay far above the slowest chunk's runtime (docs/SERVICE.md).
+DEFAULT_VISIBILITY_TIMEOUT_S = 60
+DEFAULT_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
+
+_PROVIDER_ALIASES = {
+    "cuda": "CUDAExecutionProvider",
+    "cpu": "CPUExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything aeq reads from its environment.
+
+    Attributes:
+        broker_url: Celery broker (``AEQ_BROKER_URL``); ``None`` means local, in-process mode.
+        result_backend_url: where job results live (``AEQ_RESULT_BACKEND``, default the broker).
+        model_repository: the model repository folder (``AEQ_MODEL_REPOSITORY``).
+        training_dir: where ``aeq train`` writes and ``aeq export`` reads (``AEQ_TRAINING_DIR``).
+        data_dir: an MNIST folder or ``mnist.npz`` (``AEQ_DATA_DIR``).
+        keras_home: Keras' own folder (``KERAS_HOME``; ``None`` = ``~/.keras``), where its MNIST
+            download is cached.
+        providers: ONNX Runtime execution providers in order of preference (``AEQ_PROVIDERS``).
+        result_ttl_s: how long job data stays in Redis (``AEQ_RESULT_TTL_S``).
+        visibility_timeout_s: Redis visibility timeout for unacknowledged tasks
+            (``AEQ_VISIBILITY_TIMEOUT_S``).
+        worker_concurrency: worker processes per ``aeq worker`` (``AEQ_WORKER_CONCURRENCY``;
+            ``None`` = one per core on a CPU host, one where a GPU is used).
+        threads_per_process: ONNX Runtime intra-op threads per worker process (``AEQ_THREADS``;
+            ``None`` = the machine's cores divided by the concurrency).
+    """
+
+    broker_url: str | None = None
+    result_backend_url: str | None = None
+    model_repository: Path = DEFAULT_MODEL_REPOSITORY
+    training_dir: Path = DEFAULT_TRAINING_DIR
+    data_dir: Path | None = None
+    keras_home: Path | None = None
+    providers: tuple[str, ...] = DEFAULT_PROVIDERS
+    result_ttl_s: int = DEFAULT_RESULT_TTL_S
+    visibility_timeout_s: int = DEFAULT_VISIBILITY_TIMEOUT_S
+    worker_concurrency: int | None = None
+    threads_per_process: int | None = None
+
+    @property
+    def results_url(self) -> str | None:
+        """The Redis URL job data is stored in: the result backend, else the broker."""
+        return self.result_backend_url or self.broker_url
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        """Return a copy with the given fields replaced, skipping ``None`` values."""
+        return replace(self, **{key: value for key, value in changes.items() if value is not None})
+
+
+def parse_providers(text: str) -> tuple[str, ...]:
+    """Turn ``"cuda,cpu"`` or full provider names into ONNX Runtime provider names."""
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    if not names:
+        raise UsageError("AEQ_PROVIDERS is empty; give e.g. 'cuda,cpu' or 'cpu'")
+    return tuple(_PROVIDER_ALIASES.get(name.lower(), name) for name in names)
+
+
+def _positive_int(environ: Mapping[str, str], key: str, default: int) -> int:
+    raw = environ.get(key)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise UsageError(f"{key} must be a whole number, got {raw!r}") from None
+    if value <= 0:
+        raise UsageError(f"{key} must be positive, got {value}")
+    return value
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read aeq's settings from ``environ`` (default: the process environment)."""
+    env = os.environ if environ is None else environ
+    threads = env.get("AEQ_THREADS")
+    concurrency = env.get("AEQ_WORKER_CONCURRENCY")
+    return Settings(
+        broker_url=env.get("AEQ_BROKER_URL") or None,
+        result_backend_url=env.get("AEQ_RESULT_BACKEND") or None,
+        model_repository=Path(env.get("AEQ_MODEL_REPOSITORY") or DEFAULT_MODEL_REPOSITORY),
+        training_dir=Path(env.get("AEQ_TRAINING_DIR") or DEFAULT_TRAINING_DIR),
+        data_dir=Path(env["AEQ_DATA_DIR"]) if env.get("AEQ_DATA_DIR") else None,
+        keras_home=Path(env["KERAS_HOME"]) if env.get("KERAS_HOME") else None,
+        providers=parse_providers(env.get("AEQ_PROVIDERS") or ",".join(DEFAULT_PROVIDERS)),
+        result_ttl_s=_positive_int(env, "AEQ_RESULT_TTL_S", DEFAULT_RESULT_TTL_S),
+        visibility_timeout_s=_positive_int(
+            env, "AEQ_VISIBILITY_TIMEOUT_S", DEFAULT_VISIBILITY_TIMEOUT_S
+        ),
+        worker_concurrency=(
+            _positive_int(env, "AEQ_WORKER_CONCURRENCY", 1) if concurrency else None
+        ),
+        threads_per_process=_positive_int(env, "AEQ_THREADS", 1) if threads else None,
+    )

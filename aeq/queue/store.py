@@ -1,0 +1,58 @@
+"""Connections to Redis that fail fast and say where they tried to go."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit, urlunsplit
+
+import redis
+
+from aeq.core.errors import BrokerError, UsageError
+
+# An unreachable Redis must fail a command within a few seconds, not hang it.
+CONNECT_TIMEOUT_S = 3.0
+# Long enough for the longest blocking read aeq issues (BLPOP waits at most WAIT_SLICE_S).
+SOCKET_TIMEOUT_S = 30.0
+HINT = (
+    "is redis-server running there? Start one with 'redis-server --port 6379' or "
+    "'docker compose up -d redis', or unset AEQ_BROKER_URL to run in this process"
+)
+
+
+def redact(url: str) -> str:
+    """``url`` without its password, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    return urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))
+
+
+def connect(url: str, check: bool = True) -> redis.Redis:
+    """A Redis client for ``url``; with ``check``, prove it answers (one PING) first.
+
+    Raises:
+        UsageError: ``url`` is not a Redis URL.
+        BrokerError: nothing answers at ``url`` within ``CONNECT_TIMEOUT_S``.
+    """
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        raise UsageError(f"{redact(url) or '(empty)'} is not a Redis URL (redis://host:port/db)")
+    client = redis.Redis.from_url(
+        url,
+        socket_connect_timeout=CONNECT_TIMEOUT_S,
+        socket_timeout=SOCKET_TIMEOUT_S,
+        health_check_interval=30,
+    )
+    if check:
+        ping(client, url)
+    return client
+
+
+def ping(client: redis.Redis, url: str) -> None:
+    """Raise ``BrokerError`` naming ``url`` unless Redis answers."""
+    try:
+        client.ping()
+    except redis.RedisError as error:
+        raise BrokerError(f"cannot reach Redis at {redact(url)} ({error}); {HINT}") from None
