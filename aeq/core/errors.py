@@ -16,6 +16,7 @@ with its ``exit_code`` (2 for problems with what the user asked for, 1 for every
     ├── RepositoryError         the model repository is unusable
     ├── ProviderError           the required execution provider is not in use
     ├── BrokerError             Redis / the broker cannot be reached
+    │   └── StoreFullError      Redis is at its maxmemory and refuses to store more
     └── JobError
         ├── JobNotFoundError    no such job (or its results have expired)
         └── PayloadError        a chunk payload failed validation in the worker
@@ -86,6 +87,10 @@ class ProviderError(AeqError):
 
 class BrokerError(AeqError):
     """The broker or result store cannot be reached."""
+
+
+class StoreFullError(BrokerError):
+    """Redis is at (or too near) its maxmemory to store what was asked."""
 
 
 class JobError(AeqError):

@@ -1,6 +1,7 @@
 """The job store: everything about a job lives in Redis under keys that share the job's id.
 
-    aeq:jobs                      zset   job id -> created time (recent jobs, for ``aeq jobs``)
+    aeq:jobs                      zset   job id -> the job's expiry time (recent jobs, for
+                                         ``aeq jobs``; entries past it are pruned)
     aeq:job:{ID}                  hash   op, model, version, total, chunk_size, chunks, queued,
                                          created_at, started_at, finished_at, collected_at,
                                          cancelled, done, failed, skipped, items_done, output...
@@ -11,6 +12,10 @@
                                          provider, worker, seconds, items)
     aeq:job:{ID}:events           list   chunk indices as they finish ("cancel" on cancel); the
                                          client BLPOPs it instead of polling
+    aeq:job:{ID}:submitter        string the submitter's lease while it queues chunks: it expires
+                                         SUBMITTER_LEASE_S after the last chunk put, so a job
+                                         whose submitter died before queuing them all reads
+                                         ``incomplete`` instead of ``running`` forever
 
 The ``{ID}`` braces are a Redis Cluster hash tag: all of a job's keys live in one slot, so the
 completion script below may touch them together. Every key expires after the result TTL.
@@ -20,6 +25,13 @@ the chunk already has a status it does nothing, else it stores the output, the s
 counters, deletes the input and appends the completion notice. A redelivered message therefore
 never duplicates items, and a reader never sees an output without its status or vice versa.
 
+A full Redis (``maxmemory`` with ``noeviction``) refuses writes that may grow memory, and a
+script cannot be rolled back, so the script is ordered for it: it checks everything first (the
+staged output exists, the chunk index fits the job, no status yet), then deletes the chunk's input
+before any other write. Redis refuses a growing write inside a script only while the script has
+written nothing (``scriptVerifyOOM``), so the script either does nothing at all (the output's SET
+was refused: the caller learns it and may try again) or everything.
+
 Job state is derived from the counters when read, so no writer has to decide it.
 """
 
@@ -27,7 +39,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -35,23 +47,33 @@ from typing import Any
 import msgpack
 import redis
 
-from aeq.core.catalog import Operation
-from aeq.core.errors import JobError, JobNotFoundError
+from aeq.core.catalog import PIXELS_PER_IMAGE, Operation
+from aeq.core.errors import JobError, JobNotFoundError, StoreFullError
 
 INDEX_KEY = "aeq:jobs"
 CANCEL_EVENT = b"cancel"
 _JOB_ID_BYTES = 6
+CODE_ITEMSIZE = 4  # codes travel as float32
+# A submitter refreshes its lease with every chunk it queues; a job whose lease lapsed before all
+# its chunks were queued can never finish and reads ``incomplete``.
+SUBMITTER_LEASE_S = 30
+# What one item costs in Redis beyond its input and output bytes: its name in the names hash and
+# its share of the per-chunk keys (measured: about 40 bytes for names like ``digits-00042``).
+ITEM_OVERHEAD_BYTES = 64
+# The completion script's answer when the chunk's staged output is not there.
+OUTPUT_MISSING = -3
 
 _TAKE_CHUNK = """
 -- KEYS: job hash, chunk statuses, input     ARGV: chunk index, now
 -- Returns nil if the job is gone, else {job hash fields, finished?, input or nil}; marks the
--- job started when the chunk is about to run.
+-- job started when the chunk is about to run (pcall: a full Redis may refuse that mark, which
+-- must not stop the chunk).
 if redis.call('EXISTS', KEYS[1]) == 0 then return false end
 local finished = redis.call('HEXISTS', KEYS[2], ARGV[1])
 local data = false
 if finished == 0 and redis.call('HGET', KEYS[1], 'cancelled') ~= '1' then
   data = redis.call('GET', KEYS[3])
-  redis.call('HSETNX', KEYS[1], 'started_at', ARGV[2])
+  redis.pcall('HSETNX', KEYS[1], 'started_at', ARGV[2])
 end
 return {redis.call('HGETALL', KEYS[1]), finished, data}
 """
@@ -60,17 +82,24 @@ _COMPLETE_CHUNK = """
 -- KEYS: job hash, chunk statuses, input, output, events, staged output (or '')
 -- ARGV: chunk index, status blob, ttl, outcome, items, now
 -- The output was SET under the staged key beforehand (no 400 KB script argument to copy); it
--- is renamed into place, or dropped if the chunk had already finished.
+-- is renamed into place, or dropped if the chunk had already finished. Returns -1: finished
+-- before, -2: the job is gone, -3: the staged output is missing (its SET was refused), -4: the
+-- chunk index is not one of the job's; else how many chunks have finished. Every check comes
+-- before the first write, and the first write (DEL) never needs memory: see the module doc.
 local function drop_staged() if KEYS[6] ~= '' then redis.call('DEL', KEYS[6]) end end
 if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then drop_staged() return -1 end
 if redis.call('EXISTS', KEYS[1]) == 0 then drop_staged() return -2 end
+if KEYS[6] ~= '' and redis.call('EXISTS', KEYS[6]) == 0 then return -3 end
+local chunks = tonumber(redis.call('HGET', KEYS[1], 'chunks'))
+local index = tonumber(ARGV[1])
+if index < 0 or index >= chunks then drop_staged() return -4 end
+redis.call('DEL', KEYS[3])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 redis.call('EXPIRE', KEYS[2], ARGV[3])
 if ARGV[4] == 'done' then
   redis.call('RENAME', KEYS[6], KEYS[4])
   redis.call('HINCRBY', KEYS[1], 'items_done', ARGV[5])
 end
-redis.call('DEL', KEYS[3])
 redis.call('HINCRBY', KEYS[1], ARGV[4], 1)
 local counts = redis.call('HMGET', KEYS[1], 'done', 'failed', 'skipped', 'chunks')
 local finished = (tonumber(counts[1]) or 0) + (tonumber(counts[2]) or 0)
@@ -100,6 +129,7 @@ class JobState(StrEnum):
     DONE = "done"  # every chunk finished without error
     FAILED = "failed"  # every chunk finished, some failed (the rest have outputs)
     CANCELLED = "cancelled"  # cancelled by the user; remaining chunks are skipped
+    INCOMPLETE = "incomplete"  # the submitter stopped before queuing every chunk
 
 
 class ChunkOutcome(StrEnum):
@@ -165,6 +195,21 @@ class JobSpec:
         """How many chunks the job's items fill."""
         return -(-self.total // self.chunk_size)
 
+    def item_bytes(self) -> tuple[int, int]:
+        """The bytes one item takes in Redis as input and as output."""
+        image, code = PIXELS_PER_IMAGE, self.code_dim * CODE_ITEMSIZE
+        if self.op is Operation.ENCODE:
+            return image, code
+        if self.op is Operation.DECODE:
+            return code, image
+        return image, image
+
+    def redis_bytes(self) -> int:
+        """About the most memory the job's data takes in Redis: every input and output at once
+        (a job's outputs stay until collected), with the names and per-item overhead."""
+        item_in, item_out = self.item_bytes()
+        return self.total * (item_in + item_out + ITEM_OVERHEAD_BYTES)
+
     def chunk_start(self, chunk: int) -> int:
         """Offset of chunk ``chunk``'s first item in the job."""
         return chunk * self.chunk_size
@@ -190,6 +235,7 @@ class JobRecord:
     started_at: float | None
     finished_at: float | None
     collected_at: float | None
+    submitting: bool = False  # the submitter's lease is live
     statuses: dict[int, ChunkStatus] = field(default_factory=dict)
 
     @property
@@ -203,6 +249,8 @@ class JobRecord:
             return JobState.CANCELLED
         if self.queued == self.spec.chunks and self.finished_chunks >= self.spec.chunks:
             return JobState.FAILED if self.failed else JobState.DONE
+        if self.queued < self.spec.chunks and not self.submitting:
+            return JobState.INCOMPLETE
         if self.started_at is not None or self.finished_chunks:
             return JobState.RUNNING
         return JobState.QUEUED
@@ -249,6 +297,14 @@ class JobStore:
     def events_key(self, job: str) -> str:
         return self._key(job, "events")
 
+    def submitter_key(self, job: str) -> str:
+        return self._key(job, "submitter")
+
+    def memory(self) -> tuple[int, int]:
+        """Redis' ``used_memory`` and ``maxmemory`` in bytes (maxmemory 0: no limit)."""
+        info = self.client.info("memory")
+        return int(info["used_memory"]), int(info.get("maxmemory", 0))
+
     # -- the client's side --------------------------------------------------------------------
 
     def create(self, spec: JobSpec) -> str:
@@ -277,12 +333,14 @@ class JobStore:
                 break
         else:  # pragma: no cover - 48 random bits colliding five times running
             raise JobError("could not find a free job id")
+        # The index is shared by every client, each with its own TTL: entries are scored by
+        # their own expiry, so a client with a short TTL prunes only what has really expired.
         pipe = self.client.pipeline()
         pipe.hset(self.job_key(job), mapping=fields)
         pipe.expire(self.job_key(job), self.ttl_s)
-        pipe.zadd(INDEX_KEY, {job: now})
-        pipe.zremrangebyscore(INDEX_KEY, 0, now - self.ttl_s)
-        pipe.expire(INDEX_KEY, self.ttl_s)
+        pipe.set(self.submitter_key(job), 1, ex=SUBMITTER_LEASE_S)
+        pipe.zadd(INDEX_KEY, {job: now + self.ttl_s})
+        pipe.zremrangebyscore(INDEX_KEY, 0, now)
         pipe.execute()
         return job
 
@@ -298,7 +356,12 @@ class JobStore:
         pipe.hset(names_key, str(chunk), msgpack.packb(names))
         pipe.expire(names_key, self.ttl_s)
         pipe.hset(self.job_key(job), "queued", chunk + 1)
+        pipe.expire(self.submitter_key(job), SUBMITTER_LEASE_S)
         pipe.execute()
+
+    def end_submission(self, job: str) -> None:
+        """Drop the submitter's lease: every chunk is queued, or the job was cancelled."""
+        self.client.delete(self.submitter_key(job))
 
     def names(self, job: str, chunk: int) -> list[str]:
         """The item names of one chunk."""
@@ -352,6 +415,7 @@ class JobStore:
             pipe.delete(self.input_key(job, chunk))
         pipe.rpush(self.events_key(job), CANCEL_EVENT)
         pipe.expire(self.events_key(job), self.ttl_s)
+        pipe.delete(self.submitter_key(job))
         replies = pipe.execute()
         return sum(int(reply) for reply in replies[2 : 2 + chunks])
 
@@ -373,7 +437,8 @@ class JobStore:
             self.client.unlink(*keys[start : start + 512])
 
     def recent(self, limit: int) -> list[JobRecord]:
-        """The newest jobs still in the store, newest first."""
+        """The newest jobs still in the store, newest first (the index is ordered by expiry,
+        which is creation order for jobs that share a TTL)."""
         ids = self.client.zrevrange(INDEX_KEY, 0, limit - 1)
         records = []
         for raw in ids:
@@ -382,7 +447,7 @@ class JobStore:
                 records.append(self.get(job, with_statuses=False))
             except JobNotFoundError:
                 self.client.zrem(INDEX_KEY, job)
-        return records
+        return sorted(records, key=lambda record: record.created_at, reverse=True)
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -392,14 +457,18 @@ class JobStore:
         Raises:
             JobNotFoundError: no such job, or it expired.
         """
-        raw = self.client.hgetall(self.job_key(job))
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hgetall(self.job_key(job))
+        pipe.exists(self.submitter_key(job))
+        raw, submitting = pipe.execute()
         if not raw or b"op" not in raw:
             raise JobNotFoundError(
                 f"no job {job!r} in the result store (never created, or expired after "
                 f"{self.ttl_s} s); 'aeq jobs' lists the jobs there"
             )
         statuses = self.statuses(job) if with_statuses else {}
-        return _record(job, {k.decode(): v.decode() for k, v in raw.items()}, statuses)
+        fields = {k.decode(): v.decode() for k, v in raw.items()}
+        return _record(job, fields, bool(submitting), statuses)
 
     def is_deleted(self, job: str) -> bool:
         """True once ``aeq results`` has deleted the job's outputs."""
@@ -440,11 +509,16 @@ class JobStore:
         return TakenChunk(_spec(fields), fields.get("cancelled") == "1", bool(finished), data)
 
     def complete(self, job: str, status: ChunkStatus, output: bytes | None = None) -> bool:
-        """Finish a chunk atomically; False if it had already been finished (or the job is gone).
+        """Finish a chunk atomically; False if it had already been finished, the job is gone, or
+        the chunk is not one of the job's.
 
         A done chunk's ``output`` is first stored under a staged key (pipelined, same round
         trip); the script then renames it into place with the status and counters, deletes the
         input and pushes the completion notice, all at once.
+
+        Raises:
+            StoreFullError: Redis refused the output (its maxmemory); nothing was recorded, the
+                input is still there, and the same call may be made again later.
         """
         staged = ""
         if status.outcome is ChunkOutcome.DONE:
@@ -466,21 +540,32 @@ class JobStore:
             time.time(),
         ]
         try:
-            return self._run_complete(staged, output, keys, args)
+            refusal, finished = self._run_complete(staged, output, keys, args)
         except redis.exceptions.NoScriptError:  # the server lost its scripts (a restart)
             self.client.script_load(_COMPLETE_CHUNK)
-            return self._run_complete(staged, output, keys, args)
+            refusal, finished = self._run_complete(staged, output, keys, args)
+        if finished == OUTPUT_MISSING:
+            raise StoreFullError(
+                f"Redis did not store the output of job {job} chunk {status.chunk} "
+                f"({refusal or 'it vanished'}); nothing was recorded"
+            )
+        return finished >= 0
 
     def _run_complete(
         self, staged: str, output: bytes | None, keys: list[str], args: list[Any]
-    ) -> bool:
+    ) -> tuple[Exception | None, int]:
+        """Run the completion script; return the staged SET's refusal (if any) and its reply."""
         # EVALSHA straight into the pipeline: redis-py's Script objects add a SCRIPT EXISTS
         # round trip to every pipeline that uses them.
         pipe = self.client.pipeline(transaction=False)
         if staged:
             pipe.set(staged, output or b"", ex=self.ttl_s)
         pipe.evalsha(self._complete.sha, len(keys), *keys, *args)
-        return int(pipe.execute()[-1]) >= 0
+        *stored, finished = pipe.execute(raise_on_error=False)
+        if isinstance(finished, Exception):
+            raise finished
+        refusal = next((reply for reply in stored if isinstance(reply, Exception)), None)
+        return refusal, int(finished)
 
     def spec_of(self, job: str) -> JobSpec | None:
         """A job's spec, or None if the job is gone."""
@@ -507,7 +592,9 @@ def _optional_time(fields: Mapping[str, str], name: str) -> float | None:
     return float(value) if value else None
 
 
-def _record(job: str, fields: Mapping[str, str], statuses: dict[int, ChunkStatus]) -> JobRecord:
+def _record(
+    job: str, fields: Mapping[str, str], submitting: bool, statuses: dict[int, ChunkStatus]
+) -> JobRecord:
     return JobRecord(
         id=job,
         spec=_spec(fields),
@@ -521,10 +608,6 @@ def _record(job: str, fields: Mapping[str, str], statuses: dict[int, ChunkStatus
         started_at=_optional_time(fields, "started_at"),
         finished_at=_optional_time(fields, "finished_at"),
         collected_at=_optional_time(fields, "collected_at"),
+        submitting=submitting,
         statuses=statuses,
     )
-
-
-def chunk_indices(events: Iterable[bytes]) -> set[int]:
-    """The chunk indices among completion notices (ignoring wake-ups such as cancel)."""
-    return {int(event) for event in events if event.isdigit()}

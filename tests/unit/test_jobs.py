@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
 import pytest
 import redis
 
 from aeq.core.catalog import Operation
-from aeq.core.errors import JobNotFoundError
-from aeq.queue.jobs import ChunkOutcome, ChunkStatus, JobSpec, JobState, JobStore
+from aeq.core.errors import JobNotFoundError, StoreFullError
+from aeq.queue.jobs import (
+    INDEX_KEY,
+    ITEM_OVERHEAD_BYTES,
+    SUBMITTER_LEASE_S,
+    ChunkOutcome,
+    ChunkStatus,
+    JobSpec,
+    JobState,
+    JobStore,
+)
 
 TTL_S = 600
 
@@ -129,10 +141,126 @@ def test_every_key_expires(store):
     job = store.create(job_spec)
     queue_all(store, job, job_spec)
     store.complete(job, done(0), b"out")
-    keys = store.client.keys("aeq:*")
+    keys = set(store.client.keys("aeq:*")) - {INDEX_KEY.encode()}
     assert len(keys) >= 6
     for key in keys:
         assert 0 < store.client.ttl(key) <= TTL_S, key
+
+
+def test_the_index_is_pruned_by_each_jobs_own_expiry(redis_client):
+    """A client with a short TTL (AEQ_RESULT_TTL_S=5) used to prune every older job from the
+    shared index and make the index itself expire in 5 s."""
+    long_lived = JobStore(redis_client, TTL_S)
+    kept = long_lived.create(spec())
+    short_lived = JobStore(redis_client, 5)
+    newer = short_lived.create(spec())
+    assert redis_client.ttl(INDEX_KEY) == -1
+    assert {record.id for record in long_lived.recent(10)} == {kept, newer}
+    redis_client.zadd(INDEX_KEY, {newer: time.time() - 1})  # as if its 5 s had passed
+    long_lived.create(spec())
+    assert kept in {record.id for record in long_lived.recent(10)}
+    assert redis_client.zscore(INDEX_KEY, newer) is None
+
+
+def test_a_job_whose_submitter_stopped_reads_incomplete(store):
+    job_spec = spec(total=10, chunk_size=4)
+    job = store.create(job_spec)
+    store.put_chunk(job, 0, b"x" * 4, ["a", "b", "c", "d"])
+    assert store.get(job).state is JobState.QUEUED
+    assert 0 < store.client.ttl(store.submitter_key(job)) <= SUBMITTER_LEASE_S
+    store.client.delete(store.submitter_key(job))  # the lease lapsed: nobody refreshed it
+    assert store.get(job).state is JobState.INCOMPLETE
+    queue_all(store, job, job_spec)
+    store.end_submission(job)
+    assert store.get(job).state is JobState.QUEUED
+
+
+def test_a_chunk_index_outside_the_job_is_never_recorded(store):
+    job_spec = spec(total=10, chunk_size=4)
+    job = store.create(job_spec)
+    queue_all(store, job, job_spec)
+    for chunk in (0, 1, 2):
+        assert store.complete(job, done(chunk, job_spec.chunk_count(chunk)), b"out")
+    stray = ChunkStatus(999, ChunkOutcome.FAILED, 4, reason="stray")
+    assert not store.complete(job, stray)
+    record = store.get(job)
+    assert record.state is JobState.DONE and 999 not in record.statuses
+
+
+@pytest.fixture
+def full_redis(store):
+    """Redis at its maxmemory with noeviction (as docker-compose.yml runs it)."""
+    used = int(store.client.info("memory")["used_memory"])
+    store.client.config_set("maxmemory-policy", "noeviction")
+    store.client.config_set("maxmemory", used + 64 * 1024)
+    yield store
+    store.client.config_set("maxmemory", 0)
+
+
+class _RefusedSets:
+    """A pipeline whose SETs Redis refused while it was full, and which then had room again
+    by the time the completion script ran (another client freed memory in between)."""
+
+    def __init__(self, pipe: Any) -> None:
+        self._pipe = pipe
+
+    def set(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._pipe, name)
+
+
+def test_a_refused_output_leaves_the_chunk_untouched(store, monkeypatch):
+    """The output's SET refused by a full Redis used to leave the chunk recorded done with no
+    output (the script went on and its RENAME failed half-way): now nothing is written."""
+    job_spec = spec(total=10, chunk_size=4)
+    job = store.create(job_spec)
+    queue_all(store, job, job_spec)
+    real_pipeline = store.client.pipeline
+    monkeypatch.setattr(store.client, "pipeline", lambda **kw: _RefusedSets(real_pipeline(**kw)))
+    with pytest.raises(StoreFullError, match="nothing was recorded"):
+        store.complete(job, done(0), b"out")
+    monkeypatch.undo()
+    record = store.get(job)
+    assert record.statuses == {} and record.done == 0 and record.items_done == 0
+    assert stored_input(store, job, 0) == b"x" * 4  # still there for the retry
+    assert store.complete(job, done(0), b"out")
+    assert store.output(job, 0) == b"out"
+
+
+def test_a_full_redis_refuses_an_output_before_anything_is_recorded(store, full_redis):
+    job_spec = spec(total=10, chunk_size=4)
+    store.client.config_set("maxmemory", 0)
+    job = store.create(job_spec)
+    queue_all(store, job, job_spec)
+    store.client.config_set("maxmemory", int(store.client.info("memory")["used_memory"]))
+    with pytest.raises(StoreFullError, match="maxmemory"):
+        store.complete(job, done(0), b"o" * 200_000)
+    store.client.config_set("maxmemory", 0)
+    assert store.get(job).statuses == {}
+    assert stored_input(store, job, 0) == b"x" * 4
+
+
+def test_a_chunk_can_fail_with_its_reason_in_a_full_redis(store, full_redis):
+    job_spec = spec(total=10, chunk_size=4)
+    store.client.config_set("maxmemory", 0)
+    job = store.create(job_spec)
+    queue_all(store, job, job_spec)
+    store.client.config_set("maxmemory", int(store.client.info("memory")["used_memory"]))
+    with pytest.raises(redis.exceptions.OutOfMemoryError):
+        store.client.set("probe", b"p" * 100_000)  # Redis really is refusing writes
+    reason = "Redis is full"
+    assert store.complete(job, ChunkStatus(0, ChunkOutcome.FAILED, 4, reason=reason))
+    assert store.get(job).statuses[0].reason == reason
+    assert stored_input(store, job, 0) is None
+
+
+def test_a_job_knows_how_much_redis_it_needs():
+    job_spec = spec(total=1000, chunk_size=100)
+    assert job_spec.redis_bytes() == 1000 * (784 + 784 + ITEM_OVERHEAD_BYTES)
+    encode = JobSpec(Operation.ENCODE, "multilayer", 1, 1000, 100, 32)
+    assert encode.item_bytes() == (784, 128)
 
 
 def test_cancel_drops_queued_inputs_and_wakes_followers(store):
