@@ -8,11 +8,12 @@ already has a status (a redelivery after a worker died, or a duplicate message) 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from aeq.core.errors import AeqError, PayloadError
+from aeq.core.errors import AeqError, PayloadError, StoreFullError
 from aeq.core.settings import Settings
 from aeq.queue.jobs import ChunkOutcome, ChunkStatus, JobSpec, JobStore, TakenChunk
 from aeq.queue.protocol import ChunkMessage, decode_array, encode_array
@@ -20,6 +21,10 @@ from aeq.repository import ModelRepository, ModelVersion
 from worker.inference import Engine
 
 logger = logging.getLogger(__name__)
+
+# Pauses before storing a chunk's output again when Redis refused it for lack of memory; after
+# the last, the chunk fails with the reason (about 7 s a chunk in all).
+FULL_STORE_PAUSES_S = (1.0, 2.0, 4.0)
 
 
 @dataclass
@@ -81,13 +86,35 @@ def _run(context: WorkerContext, message: ChunkMessage, taken: TakenChunk) -> di
         worker=context.hostname,
         seconds=round(result.seconds, 6),
     )
-    stored = context.store.complete(message.job, status, encode_array(result.array))
+    stored = _store_output(context, message, status, encode_array(result.array))
     return {
         "chunk": message.chunk,
         "state": "done" if stored else "duplicate",
         "provider": result.provider,
         "seconds": status.seconds,
     }
+
+
+def _store_output(
+    context: WorkerContext, message: ChunkMessage, status: ChunkStatus, output: bytes
+) -> bool:
+    """Store a done chunk; while Redis is full, try again after growing pauses (a client may be
+    collecting), then raise ``StoreFullError`` with the figures, which fails the chunk rather
+    than leave its job waiting."""
+    for pause in FULL_STORE_PAUSES_S:
+        try:
+            return context.store.complete(message.job, status, output)
+        except StoreFullError as error:
+            logger.warning("%s; trying again in %.0f s", error, pause)
+            time.sleep(pause)
+    try:
+        return context.store.complete(message.job, status, output)
+    except StoreFullError as error:
+        used, limit = context.store.memory()
+        raise StoreFullError(
+            f"Redis is full ({used / 2**20:.1f} of its maxmemory {limit / 2**20:.1f} MiB used): "
+            f"{error}"
+        ) from None
 
 
 def _check_against_job(

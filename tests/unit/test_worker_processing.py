@@ -143,3 +143,48 @@ def test_garbage_is_refused_without_touching_anything(context):
     summary = process_chunk(context, {"hello": "world"})
     assert summary["state"] == "refused" and "lacks" in summary["reason"]
     assert context.store.client.keys("aeq:job:*") == []
+
+
+@pytest.fixture
+def full_redis(context, monkeypatch):
+    """Redis at its maxmemory (noeviction, as docker-compose.yml runs it), short pauses."""
+    from worker import processing
+
+    monkeypatch.setattr(processing, "FULL_STORE_PAUSES_S", (0.01, 0.01))
+    client = context.store.client
+    client.config_set("maxmemory-policy", "noeviction")
+
+    def fill() -> None:
+        client.config_set("maxmemory", int(client.info("memory")["used_memory"]))
+
+    yield fill
+    client.config_set("maxmemory", 0)
+
+
+def test_a_chunk_whose_output_redis_refuses_fails_with_the_reason(context, full_redis):
+    """A full Redis used to leave the chunk recorded done without its output, the job at 97/98
+    forever; now the chunk fails with the reason once the pauses are spent."""
+    job, messages = queue_job(context, random_images(8))
+    full_redis()
+    summary = process_chunk(context, messages[0])
+    assert summary["state"] == "failed" and "Redis is full" in summary["reason"]
+    status = context.store.status(job, 0)
+    assert status.outcome is ChunkOutcome.FAILED and "maxmemory" in status.reason
+    assert context.store.output(job, 0) is None
+
+
+def test_a_chunk_is_stored_once_redis_has_room_again(context, full_redis, monkeypatch):
+    from worker import processing
+
+    job, messages = queue_job(context, random_images(8))
+    full_redis()
+    pauses = []
+
+    def pause_and_free(seconds: float) -> None:
+        pauses.append(seconds)
+        context.store.client.config_set("maxmemory", 0)  # a client collected its results
+
+    monkeypatch.setattr(processing.time, "sleep", pause_and_free)
+    assert process_chunk(context, messages[0])["state"] == "done"
+    assert pauses == [0.01]
+    assert len(context.store.output(job, 0)) == 4 * 784
