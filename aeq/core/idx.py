@@ -1,20 +1,29 @@
-"""Reading MNIST's IDX files (optionally gzipped), the format keras and torchvision ship.
+"""MNIST's IDX format (optionally gzipped), the format keras and torchvision ship, parsed here once.
 
 Layout: two zero bytes, a type code (0x08 = unsigned byte), the number of dimensions, then one
 big-endian uint32 per dimension, then the data.
+
+``read_idx_header`` parses the header from an open stream; the training side loads whole files
+with ``read_idx``, and the client streams a job's IDX input (``aeq.files.array_files.open_idx``)
+from the same header.
 """
 
 from __future__ import annotations
 
 import gzip
+import math
+import zlib
 from pathlib import Path
+from typing import IO, cast
 
 import numpy as np
 
 from aeq.core.errors import InputError
 
-_UNSIGNED_BYTE = 0x08
+IDX_UNSIGNED_BYTE = 0x08
+GZIP_SUFFIX = ".gz"
 _HEADER_BYTES = 4
+_DIM_BYTES = 4
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -24,35 +33,54 @@ def read_idx(path: Path) -> np.ndarray:
         InputError: the file is missing, not IDX, not unsigned bytes, or truncated.
     """
     try:
-        raw = _read_bytes(path)
-    except (OSError, EOFError, gzip.BadGzipFile) as error:
+        with open_idx_stream(path) as stream:
+            shape, _ = read_idx_header(stream, str(path))
+            data = stream.read()
+    except (OSError, EOFError, zlib.error) as error:  # gzip.BadGzipFile is an OSError
         raise InputError(f"cannot read IDX file {path}: {error}") from None
-    if len(raw) < _HEADER_BYTES or raw[0] != 0 or raw[1] != 0:
-        raise InputError(f"{path} is not an IDX file (bad magic number)")
-    if raw[2] != _UNSIGNED_BYTE:
-        raise InputError(f"{path}: IDX type 0x{raw[2]:02x} is not unsigned bytes")
-    rank = raw[3]
-    header_end = _HEADER_BYTES + 4 * rank
-    if rank == 0 or len(raw) < header_end:
-        raise InputError(f"{path}: truncated IDX header")
-    shape = tuple(int(d) for d in np.frombuffer(raw, ">u4", count=rank, offset=_HEADER_BYTES))
-    expected = int(np.prod(shape))
-    if len(raw) - header_end != expected:
+    expected = math.prod(shape)
+    if len(data) != expected:
         raise InputError(
-            f"{path}: IDX header promises {expected} bytes of data, "
-            f"file holds {len(raw) - header_end}"
+            f"{path}: IDX header promises {expected} bytes of data, file holds {len(data)}"
         )
-    return np.frombuffer(raw, np.uint8, offset=header_end).reshape(shape)
+    return np.frombuffer(data, np.uint8).reshape(shape)
+
+
+def read_idx_header(stream: IO[bytes], label: str) -> tuple[tuple[int, ...], int]:
+    """Read an IDX header from the start of ``stream``: the declared shape and the data offset.
+
+    Raises:
+        InputError: bad magic number, a type other than unsigned bytes, or a truncated header.
+    """
+    head = stream.read(_HEADER_BYTES)
+    if len(head) < _HEADER_BYTES or head[0] != 0 or head[1] != 0:
+        raise InputError(f"{label} is not an IDX file (bad magic number)")
+    if head[2] != IDX_UNSIGNED_BYTE:
+        raise InputError(f"{label}: IDX type 0x{head[2]:02x} is not unsigned bytes")
+    rank = head[3]
+    dims = stream.read(_DIM_BYTES * rank)
+    if rank == 0 or len(dims) < _DIM_BYTES * rank:
+        raise InputError(f"{label}: truncated IDX header")
+    shape = tuple(
+        int.from_bytes(dims[start : start + _DIM_BYTES], "big")
+        for start in range(0, len(dims), _DIM_BYTES)
+    )
+    return shape, _HEADER_BYTES + _DIM_BYTES * rank
+
+
+def open_idx_stream(path: Path) -> IO[bytes]:
+    """Open an IDX file for reading, decompressing it on the fly when its name ends in ``.gz``."""
+    if is_gzip_path(path):
+        return cast(IO[bytes], gzip.open(path, "rb"))
+    return path.open("rb")
+
+
+def is_gzip_path(path: Path) -> bool:
+    """True for names ending in ``.gz`` (in any case)."""
+    return path.suffix.lower() == GZIP_SUFFIX
 
 
 def is_idx_path(path: Path) -> bool:
     """True for names like ``t10k-images-idx3-ubyte`` or ``train-labels.idx1-ubyte.gz``."""
     name = path.name.lower()
     return "idx" in name and "ubyte" in name
-
-
-def _read_bytes(path: Path) -> bytes:
-    if path.suffix == ".gz":
-        with gzip.open(path, "rb") as stream:
-            return stream.read()
-    return path.read_bytes()

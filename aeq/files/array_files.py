@@ -1,5 +1,8 @@
 """Array files read as streams of rows: ``.npy``, members of ``.npz``, MNIST IDX (plain or ``.gz``).
 
+The bottom of the readers: it knows file formats, not what the arrays mean
+(``aeq.files.image_parts`` reads images from them, ``aeq.files.code_files`` codes).
+
 Every kind is opened the same way: its header is parsed (never the data), and ``rows`` reads the
 data front to back in blocks, so memory stays at one block however big the file. Nothing here
 unpickles: ``.npy`` headers are parsed with ``numpy.lib.format`` and object dtypes are refused
@@ -13,24 +16,23 @@ which would make a client reading a 100,000-image file look 80 MB bigger than on
 
 from __future__ import annotations
 
-import gzip
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, cast
+from typing import IO
 
 import numpy as np
 
 from aeq.core.errors import InputError
+from aeq.core.idx import is_gzip_path, open_idx_stream, read_idx_header
 
 # Rows per read while streaming: 4 MiB of uint8 images, bounded for float64 too.
 BLOCK_BYTES = 4 * 1024 * 1024
-IDX_UNSIGNED_BYTE = 0x08
-_IDX_HEADER_BYTES = 4
-_IDX_DIM_BYTES = 4
+# The array of item names a .npz may hold beside its images or codes (as aeq writes).
+NPZ_NAMES_KEY = "names"
 _NPY_SUFFIX = ".npy"
 _ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, ValueError)
 # gzip.BadGzipFile is an OSError; zlib.error surfaces from corrupt deflate data in either format.
@@ -172,32 +174,42 @@ def open_npz_member(path: Path, key: str) -> ArrayFile:
 
 
 def open_idx(path: Path) -> ArrayFile:
-    """Parse an MNIST IDX header (plain or ``.gz``), the format of ``aeq.core.idx``.
+    """Parse an MNIST IDX header (plain or ``.gz``) with ``aeq.core.idx``.
 
     Raises:
         InputError: bad magic number, a type other than unsigned bytes, or truncated.
     """
-    gzipped = path.suffix.lower() == ".gz"
-
-    def opener() -> IO[bytes]:
-        return cast(IO[bytes], gzip.open(path, "rb")) if gzipped else path.open("rb")
-
     try:
-        with opener() as stream:
-            shape, offset = _read_idx_header(stream, path)
+        with open_idx_stream(path) as stream:
+            shape, offset = read_idx_header(stream, str(path))
     except (OSError, EOFError) as error:
         raise InputError(f"cannot read IDX file {path}: {error}") from None
 
     @contextmanager
     def open_data() -> Iterator[IO[bytes]]:
-        with opener() as stream:
+        with open_idx_stream(path) as stream:
             stream.read(offset)
             yield stream
 
-    data_bytes = None if gzipped else path.stat().st_size - offset
+    data_bytes = None if is_gzip_path(path) else path.stat().st_size - offset
     array = ArrayFile(path, str(path), shape, np.dtype(np.uint8), open_data, data_bytes)
     _check_size(array)
     return array
+
+
+def npz_names(path: Path, count: int) -> list[str]:
+    """Item names stored in a ``.npz`` as a ``names`` array of ``count`` strings.
+
+    Raises:
+        InputError: the array is not ``count`` strings.
+    """
+    member = open_npz_member(path, NPZ_NAMES_KEY)
+    if member.dtype.kind != "U" or member.shape != (count,):
+        raise InputError(
+            f"{member.label} must hold {count} strings (one name per item), "
+            f"not {member.dtype} of shape {member.shape}"
+        )
+    return [str(name) for block in member.rows() for name in block]
 
 
 def _read_npy_header(stream: IO[bytes], label: str) -> tuple[tuple[int, ...], np.dtype, int]:
@@ -223,20 +235,6 @@ def _read_npy_header(stream: IO[bytes], label: str) -> tuple[tuple[int, ...], np
             f"{label} is stored in Fortran order; save it with np.ascontiguousarray(...) first"
         )
     return tuple(int(dim) for dim in shape), dtype, stream.tell()
-
-
-def _read_idx_header(stream: IO[bytes], path: Path) -> tuple[tuple[int, ...], int]:
-    head = stream.read(_IDX_HEADER_BYTES)
-    if len(head) < _IDX_HEADER_BYTES or head[0] != 0 or head[1] != 0:
-        raise InputError(f"{path} is not an IDX file (bad magic number)")
-    if head[2] != IDX_UNSIGNED_BYTE:
-        raise InputError(f"{path}: IDX type 0x{head[2]:02x} is not unsigned bytes")
-    rank = head[3]
-    dims = stream.read(_IDX_DIM_BYTES * rank)
-    if rank == 0 or len(dims) < _IDX_DIM_BYTES * rank:
-        raise InputError(f"{path}: truncated IDX header")
-    shape = tuple(int(dim) for dim in np.frombuffer(dims, ">u4"))
-    return shape, _IDX_HEADER_BYTES + _IDX_DIM_BYTES * rank
 
 
 def _check_size(array: ArrayFile) -> None:
