@@ -19,8 +19,14 @@ from typing import Any
 import numpy as np
 
 from aeq.core.errors import InputError
-from aeq.files.array_files import ArrayFile, npz_members, open_npy, open_npz_member
-from aeq.files.image_parts import NPZ_NAMES_KEY, npz_names
+from aeq.files.array_files import (
+    NPZ_NAMES_KEY,
+    ArrayFile,
+    npz_members,
+    npz_names,
+    open_npy,
+    open_npz_member,
+)
 
 NPZ_CODES_KEY = "codes"
 NPZ_MODEL_KEY = "model"

@@ -19,12 +19,19 @@ import numpy as np
 
 from aeq.core.catalog import IMAGE_SIDE, PIXELS_PER_IMAGE
 from aeq.core.errors import InputError
-from aeq.files.array_files import ArrayFile, npz_members, open_idx, open_npy, open_npz_member
+from aeq.files.array_files import (
+    NPZ_NAMES_KEY,
+    ArrayFile,
+    npz_members,
+    npz_names,
+    open_idx,
+    open_npy,
+    open_npz_member,
+)
 from aeq.files.image_files import decode_image, fit_to_side
 from aeq.files.names import item_names
 
 NPZ_IMAGE_KEYS = ("images", "x_test", "x_train", "x", "arr_0")
-NPZ_NAMES_KEY = "names"
 _GRAY_MAX = 255
 
 
@@ -123,21 +130,6 @@ def open_image_array(path: Path, kind: str, stem: str, resize: bool) -> ImageArr
         array = open_npz_member(path, _npz_image_key(path, keys))
         stored_names = npz_names(path, array.count) if NPZ_NAMES_KEY in keys else None
     return ImageArray(array, stored_names or item_names(stem, array.count), resize)
-
-
-def npz_names(path: Path, count: int) -> list[str]:
-    """Item names stored in a ``.npz`` as a ``names`` array of ``count`` strings.
-
-    Raises:
-        InputError: the array is not ``count`` strings.
-    """
-    member = open_npz_member(path, NPZ_NAMES_KEY)
-    if member.dtype.kind != "U" or member.shape != (count,):
-        raise InputError(
-            f"{member.label} must hold {count} strings (one name per item), "
-            f"not {member.dtype} of shape {member.shape}"
-        )
-    return [str(name) for block in member.rows() for name in block]
 
 
 def _open_idx_images(path: Path) -> ArrayFile:

@@ -38,6 +38,7 @@ from aeq.core.catalog import IMAGE_SIDE
 from aeq.core.durable import fsync_file, fsync_folder
 from aeq.core.errors import AeqError, JobError, UsageError
 from aeq.files import staging
+from aeq.files.array_files import NPZ_NAMES_KEY
 from aeq.files.code_files import (
     NPZ_CODES_KEY,
     NPZ_MODEL_KEY,
@@ -46,7 +47,7 @@ from aeq.files.code_files import (
     SIDECAR_FORMAT_VERSION,
     sidecar_path,
 )
-from aeq.files.image_parts import NPZ_IMAGE_KEYS, NPZ_NAMES_KEY
+from aeq.files.image_parts import NPZ_IMAGE_KEYS
 from aeq.files.names import sanitize, unique_names
 from aeq.files.png import encode_gray_batch
 

@@ -21,11 +21,6 @@ _FILTER_NONE = 0
 _IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"
 
 
-def encode_gray(pixels: np.ndarray) -> bytes:
-    """Encode one uint8 ``(height, width)`` array as an 8-bit grayscale PNG."""
-    return encode_gray_batch(pixels[np.newaxis])[0]
-
-
 def encode_gray_batch(pixels: np.ndarray) -> list[bytes]:
     """Encode uint8 ``(n, height, width)`` arrays as PNG files, one ``bytes`` per image."""
     if pixels.dtype != np.uint8 or pixels.ndim != 3:

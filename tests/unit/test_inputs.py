@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import gc
 import io
 import json
@@ -348,3 +349,56 @@ def test_codes_refuse_images(tmp_path: Path) -> None:
     np.save(tmp_path / "i.npy", digits(2))
     with pytest.raises(InputError, match=r"i\.npy.*codes must be"):
         open_codes(tmp_path / "i.npy")
+
+
+# --- The readers' floor plan --------------------------------------------------------------
+
+# Each module of aeq/files may import only modules of a lower layer: the format readers at the
+# bottom, what the arrays mean above them, the CLI's arguments and the writers on top.
+FILES_LAYERS = {
+    "names": 0,
+    "png": 0,
+    "staging": 0,
+    "array_files": 0,
+    "image_files": 0,
+    "image_parts": 1,
+    "code_files": 1,
+    "inputs": 2,
+    "outputs": 2,
+}
+
+
+def _files_imports() -> dict[str, set[str]]:
+    """For each module of aeq/files, the aeq.files modules it imports (anywhere in the file)."""
+    folder = Path(__file__).resolve().parents[2] / "aeq" / "files"
+    graph: dict[str, set[str]] = {}
+    for path in folder.glob("*.py"):
+        imported: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module == "aeq.files":
+                imported.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("aeq.files."):
+                imported.add(node.module.split(".")[2])  # type: ignore[union-attr]
+            elif isinstance(node, ast.Import):
+                imported.update(
+                    alias.name.split(".")[2]
+                    for alias in node.names
+                    if alias.name.startswith("aeq.files.")
+                )
+        graph[path.stem] = imported - {path.stem}
+    return graph
+
+
+def test_the_file_readers_import_one_way() -> None:
+    graph = _files_imports()
+    for module, imported in graph.items():
+        for target in imported:
+            if module in FILES_LAYERS and target in FILES_LAYERS:
+                assert FILES_LAYERS[target] < FILES_LAYERS[module], f"{module} imports {target}"
+    for start in graph:  # and no module reaches itself through others (new modules included)
+        seen, frontier = set(), set(graph[start])
+        while frontier:
+            module = frontier.pop()
+            assert module != start, f"aeq.files.{start} imports itself back"
+            seen.add(module)
+            frontier |= graph.get(module, set()) - seen
