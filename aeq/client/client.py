@@ -10,6 +10,7 @@ statuses, not the notices, are the record (notices only wake the follower).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -18,11 +19,19 @@ import numpy as np
 import redis
 
 from aeq.core.catalog import IMAGE_SIDE, Operation
-from aeq.core.errors import JobError
+from aeq.core.errors import JobError, StoreFullError
 from aeq.core.settings import Settings
-from aeq.queue.jobs import CANCEL_EVENT, ChunkOutcome, ChunkStatus, JobRecord, JobSpec, JobStore
+from aeq.queue.jobs import (
+    CANCEL_EVENT,
+    ChunkOutcome,
+    ChunkStatus,
+    JobRecord,
+    JobSpec,
+    JobState,
+    JobStore,
+)
 from aeq.queue.protocol import TASK_NAME, ChunkMessage, encode_array
-from aeq.queue.store import connect
+from aeq.queue.store import connect, redact
 from aeq.repository import ModelVersion
 
 # How long one BLPOP waits before the follower re-reads the chunk statuses (which also catches
@@ -32,8 +41,15 @@ WAIT_SLICE_S = 1.0
 EVENTS_PER_READ = 256
 # Finished chunks fetched per round trip (outputs and names).
 FETCH_BATCH_CHUNKS = 4
+# A job may take Redis only up to this share of its maxmemory, so running jobs keep room for
+# their outputs: a job that would pass it is refused before anything is queued.
+ADMISSION_SHARE = 0.9
+# Pauses between tries while a follower rides out a lost Redis (for settings.reconnect_window_s).
+RECONNECT_PAUSES_S = (0.5, 1.0, 2.0, 4.0)
 
 Progress = Callable[[int], None]
+Notice = Callable[[str], None]
+LOST_REDIS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 
 class ChunkSource(Protocol):
@@ -96,10 +112,12 @@ class FollowState:
 class JobClient:
     """Talks to the result store and the broker on behalf of one CLI command."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, notify: Notice | None = None) -> None:
         if not settings.broker_url:
             raise JobError("no broker configured (AEQ_BROKER_URL); jobs run in local mode")
         self.settings = settings
+        # Where one-line notices go (a lost Redis, a reconnection); the CLI prints them.
+        self.notify: Notice = notify or (lambda _: None)
         self.store = JobStore(connect(settings.results_url or ""), settings.result_ttl_s)
         if settings.broker_url != settings.results_url:
             connect(settings.broker_url)
@@ -112,15 +130,25 @@ class JobClient:
         submission: Submission,
         on_queued: Progress | None = None,
         between_chunks: Callable[[str], None] | None = None,
+        on_created: Callable[[str], None] | None = None,
     ) -> str:
         """Create the job and queue every chunk; return the job id.
 
-        ``between_chunks(job)`` runs after each chunk is queued (the waiting CLI writes finished
-        outputs there). Interrupted before every chunk is queued, the job is cancelled: it could
-        never complete.
+        ``on_created(job)`` runs once the job exists, before its first chunk is queued (the CLI
+        prints the id there, so a user can always find the job); ``between_chunks(job)`` runs
+        after each chunk is queued (the waiting CLI writes finished outputs there). Interrupted
+        before every chunk is queued, the job is cancelled: it could never complete.
+
+        Raises:
+            StoreFullError: the job would not fit in the memory Redis has left (nothing queued),
+                or Redis filled up while queuing (the job is cancelled).
+            JobError: Redis was lost while queuing (the job cannot complete).
         """
         spec = submission.spec()
+        self._admit(spec)
         job = self.store.create(spec)
+        if on_created:
+            on_created(job)
         queued_items = 0
         try:
             with self._celery_app().producer_or_acquire() as producer:
@@ -133,19 +161,42 @@ class JobClient:
                         between_chunks(job)
         except redis.exceptions.OutOfMemoryError:
             self.store.cancel(job)
-            raise JobError(
+            raise StoreFullError(
                 f"Redis is full (its maxmemory) after {queued_items:,} of {spec.total:,} items "
                 f"were queued: job {job} was cancelled and its inputs dropped. A job's data stays "
                 "in Redis until collected (about 1.6 KB per image): raise Redis' maxmemory, "
                 "collect finished jobs, or submit fewer images at a time"
             ) from None
+        except LOST_REDIS as error:
+            raise JobError(
+                f"lost Redis at {redact(self.settings.results_url or '')} while queuing job {job} "
+                f"({queued_items:,} of {spec.total:,} items queued: {error}); the job cannot "
+                "complete and reads 'incomplete' once Redis is back; run the command again"
+            ) from None
         except BaseException:
             self.store.cancel(job)
             raise
+        self.store.end_submission(job)
         if queued_items != spec.total:
             self.store.cancel(job)
             raise JobError(f"the input yielded {queued_items} items, expected {spec.total}")
         return job
+
+    def _admit(self, spec: JobSpec) -> None:
+        """Refuse a job that would take Redis past ``ADMISSION_SHARE`` of its maxmemory."""
+        used, limit = self.store.memory()
+        if not limit:
+            return
+        need = spec.redis_bytes()
+        room = int(limit * ADMISSION_SHARE) - used
+        if need > room:
+            raise StoreFullError(
+                f"Redis has {max(room, 0) / 2**20:,.1f} MiB free for new jobs ({used / 2**20:,.1f}"
+                f" of its maxmemory {limit / 2**20:,.1f} MiB used, {1 - ADMISSION_SHARE:.0%} kept "
+                f"for running jobs); this job needs about {need / 2**20:,.1f} MiB "
+                f"({spec.total:,} items until collected): submit fewer items at a time, collect "
+                "finished jobs ('aeq results'), or raise Redis' maxmemory"
+            )
 
     def _queue_chunk(
         self, producer: Any, job: str, spec: JobSpec, chunk: int, names: list[str], array: Any
@@ -181,25 +232,19 @@ class JobClient:
 
         The first call with a given ``state`` reads every chunk status (the record); later work
         is driven by completion notices. Without ``block`` it writes what the notices say is
-        ready and returns at once (used between chunks while submitting). Raises ``JobError`` if
-        the job was cancelled or a chunk failed (after the rest finished), so the caller aborts
-        its output.
+        ready and returns at once (used between chunks while submitting). A lost Redis is ridden
+        out for ``settings.reconnect_window_s`` (the record is read again once it is back). Raises
+        ``JobError`` if the job was cancelled, a chunk failed (after the rest finished) or the
+        job can never finish (its submitter stopped early), so the caller aborts its output.
         """
         state = state or FollowState()
         if state.spec is None:
-            state.spec = self.store.get(job, with_statuses=False).spec
-            self._take_statuses(job, writer, state, self.store.statuses(job).items())
-        spec = state.spec
+            self._resilient(job, lambda: self._read_record(job, writer, state))
+        spec = state.job_spec()
         if not block:
             self._take_events(job, writer, state, self._pending_events(job))
         while block and state.finished() < spec.chunks and not state.cancelled:
-            events = self._next_events(job)
-            if events is None:  # nothing for a while: re-read the record
-                record = self.store.get(job)
-                state.cancelled = record.cancelled
-                self._take_statuses(job, writer, state, record.statuses.items())
-            else:
-                self._take_events(job, writer, state, events)
+            self._resilient(job, lambda: self._follow_step(job, writer, state), resync=state)
             if on_progress:
                 on_progress(state.items)
         if on_progress:
@@ -207,6 +252,53 @@ class JobClient:
         if block:
             _raise_if_unsuccessful(job, spec, state)
         return state
+
+    def _follow_step(self, job: str, writer: ChunkWriter, state: FollowState) -> None:
+        events = self._next_events(job)
+        if events is not None:
+            self._take_events(job, writer, state, events)
+            return
+        # Nothing for a while: read the record again (the statuses are the truth).
+        record = self._read_record(job, writer, state)
+        if record.state is JobState.INCOMPLETE:
+            raise JobError(incomplete_reason(record))
+
+    def _read_record(self, job: str, writer: ChunkWriter, state: FollowState) -> JobRecord:
+        record = self.store.get(job)
+        state.spec = record.spec
+        state.cancelled = state.cancelled or record.cancelled
+        self._take_statuses(job, writer, state, record.statuses.items())
+        return record
+
+    def _resilient(
+        self, job: str, step: Callable[[], object], resync: FollowState | None = None
+    ) -> None:
+        """Run ``step``; while Redis is unreachable, try again with pauses for at most
+        ``settings.reconnect_window_s``, then raise ``JobError`` saying how to resume."""
+        lost_at: float | None = None
+        window_s = self.settings.reconnect_window_s
+        pauses = iter(RECONNECT_PAUSES_S)
+        while True:
+            try:
+                step()
+            except LOST_REDIS as error:
+                now = time.monotonic()
+                if lost_at is None:
+                    lost_at = now
+                    self.notify(
+                        f"lost Redis ({error}); job {job} lives on in Redis: reconnecting for up "
+                        f"to {window_s} s"
+                    )
+                if now - lost_at >= window_s:
+                    raise JobError(
+                        f"Redis has not come back in {window_s} s; job {job} may "
+                        f"still be running: collect it with 'aeq results {job}' once Redis is back"
+                    ) from None
+                time.sleep(next(pauses, RECONNECT_PAUSES_S[-1]))
+                continue
+            if lost_at is not None:
+                self.notify(f"Redis is back after {time.monotonic() - lost_at:.0f} s")
+            return
 
     def _take_events(
         self, job: str, writer: ChunkWriter, state: FollowState, events: list[bytes]
@@ -242,14 +334,50 @@ class JobClient:
             else:
                 state.skipped.add(chunk)
         spec = state.job_spec()
-        # A few chunks per round trip: fewer waits, memory still bounded by a few chunks.
-        for start in range(0, len(ready), FETCH_BATCH_CHUNKS):
-            batch = ready[start : start + FETCH_BATCH_CHUNKS]
+        for chunk, names, array in self._outputs(job, spec, ready):
+            writer.write(spec.chunk_start(chunk), names, array)
+            state.written.add(chunk)
+            state.items += len(array)
+
+    def _outputs(
+        self, job: str, spec: JobSpec, chunks: list[int]
+    ) -> Iterator[tuple[int, list[str], np.ndarray]]:
+        """``(chunk, names, output)`` of finished chunks, checked, a few per round trip (fewer
+        waits; memory still bounded by a few chunks)."""
+        for start in range(0, len(chunks), FETCH_BATCH_CHUNKS):
+            batch = chunks[start : start + FETCH_BATCH_CHUNKS]
             for chunk, (raw, names) in zip(batch, self.store.outputs(job, batch), strict=True):
-                array = _output_array(job, spec, chunk, raw)
-                writer.write(spec.chunk_start(chunk), names, array)
-                state.written.add(chunk)
-                state.items += len(array)
+                yield chunk, names, _output_array(job, spec, chunk, raw)
+
+    # -- partial results ------------------------------------------------------------------------
+
+    def settled(self, job: str, on_progress: Progress | None = None) -> JobRecord:
+        """Wait until no more of the job's chunks will finish (every queued chunk has a status,
+        and nobody is queuing more); return the record then."""
+        while True:
+            record = self._resilient_record(job)
+            if on_progress:
+                on_progress(record.items_done)
+            if not record.submitting and record.finished_chunks >= record.queued:
+                return record
+            if record.cancelled and not record.submitting:
+                return record
+            self._resilient(job, lambda: self.store.wait_event(job, WAIT_SLICE_S))
+
+    def write_done_chunks(self, record: JobRecord, writer: ChunkWriter) -> int:
+        """Write the outputs of the record's done chunks one after another (item offsets close
+        up over the chunks that did not finish); return how many items were written."""
+        done = [c for c, s in sorted(record.statuses.items()) if s.outcome is ChunkOutcome.DONE]
+        offset = 0
+        for _, names, array in self._outputs(record.id, record.spec, done):
+            writer.write(offset, names, array)
+            offset += len(array)
+        return offset
+
+    def _resilient_record(self, job: str) -> JobRecord:
+        records: list[JobRecord] = []
+        self._resilient(job, lambda: records.append(self.store.get(job)))
+        return records[-1]
 
     # -- the rest -----------------------------------------------------------------------------
 
@@ -284,6 +412,15 @@ def _output_array(job: str, spec: JobSpec, chunk: int, raw: bytes | None) -> np.
             "(expired or deleted?)"
         )
     return np.frombuffer(raw, dtype=dtype).reshape(shape)
+
+
+def incomplete_reason(record: JobRecord) -> str:
+    """Why an incomplete job can never finish, and what can still be had from it."""
+    return (
+        f"job {record.id} is incomplete: its submitter stopped after queuing {record.queued} of "
+        f"{record.spec.chunks} chunks, so it can never finish; 'aeq results {record.id} "
+        "--partial' writes the items of the chunks that did (run the command again for the rest)"
+    )
 
 
 def _raise_if_unsuccessful(job: str, spec: JobSpec, state: FollowState) -> None:

@@ -17,6 +17,7 @@ from typing import Annotated, Any
 import typer
 
 from aeq.client import views
+from aeq.client.signals import terminate_as_interrupt
 from aeq.client.views import stderr, stdout
 from aeq.core.catalog import Operation
 from aeq.core.errors import UsageError
@@ -185,16 +186,17 @@ def _run(
         raise UsageError("the inputs hold no images")
     remembered = str(output.resolve()) if output is not None else ""
     submission = Submission(op, version, source, chunk_size, output=remembered)
-    if no_wait:
-        if not settings.broker_url:
-            raise UsageError("--no-wait needs a broker: set AEQ_BROKER_URL")
-        _submit_only(settings, submission, output, overwrite)
-    elif output is None:
-        raise UsageError("give the output with -o/--output (a folder, or a .npy/.npz file)")
-    elif not settings.broker_url:
-        _run_local(settings, submission, output, overwrite)
-    else:
-        _submit_and_follow(settings, submission, output, overwrite)
+    with terminate_as_interrupt():
+        if no_wait:
+            if not settings.broker_url:
+                raise UsageError("--no-wait needs a broker: set AEQ_BROKER_URL")
+            _submit_only(settings, submission, output, overwrite)
+        elif output is None:
+            raise UsageError("give the output with -o/--output (a folder, or a .npy/.npz file)")
+        elif not settings.broker_url:
+            _run_local(settings, submission, output, overwrite)
+        else:
+            _submit_and_follow(settings, submission, output, overwrite)
 
 
 def _run_local(settings: Settings, submission: Any, output: Path, overwrite: bool) -> None:
@@ -217,9 +219,9 @@ def _submit_only(settings: Settings, submission: Any, output: Path | None, overw
 
     if output is not None and output.exists() and not overwrite:
         raise OutputExistsError(f"{output} exists; pass --overwrite to replace it")
-    client = JobClient(settings)
+    client = JobClient(settings, notify=stderr.print)
     with views.progress_bar(submission.source.total, submission.op, "queued") as advance:
-        job = client.submit(submission, on_queued=advance)
+        job = client.submit(submission, on_queued=advance, on_created=_announce)
     stdout.print(job)
     hint = f" -o {output}" if output is None else ""
     stderr.print(
@@ -228,10 +230,15 @@ def _submit_only(settings: Settings, submission: Any, output: Path | None, overw
     )
 
 
+def _announce(job: str) -> None:
+    """Name the job before its first chunk is queued: whatever happens next, it can be found."""
+    stderr.print(f"job {job}: queuing")
+
+
 def _submit_and_follow(settings: Settings, submission: Any, output: Path, overwrite: bool) -> None:
     from aeq.client.client import FollowState, JobClient
 
-    client = JobClient(settings)
+    client = JobClient(settings, notify=stderr.print)
     started = time.perf_counter()
     state = FollowState()
     job = ""
@@ -244,7 +251,7 @@ def _submit_and_follow(settings: Settings, submission: Any, output: Path, overwr
                 client.follow(job, writer, state, advance, block=False)
 
             try:
-                job = client.submit(submission, between_chunks=write_ready)
+                job = client.submit(submission, between_chunks=write_ready, on_created=_announce)
             except KeyboardInterrupt:
                 stderr.print("interrupted while queuing: the job was cancelled")
                 raise
@@ -280,10 +287,19 @@ def results(
         bool, typer.Option("--keep", help="Keep the job's data in Redis after writing.")
     ] = False,
     overwrite: OverwriteOption = False,
+    partial: Annotated[
+        bool,
+        typer.Option(
+            "--partial",
+            help="Write the items of the chunks that finished (of a failed, cancelled or "
+            "incomplete job), once no more will.",
+        ),
+    ] = False,
 ) -> None:
     """Write a job's outputs (waiting for it to finish), then delete its data unless --keep."""
-    from aeq.client.client import FollowState
+    from aeq.client.client import FollowState, incomplete_reason
     from aeq.core.errors import JobError
+    from aeq.queue.jobs import JobState
 
     client = _client()
     record = client.record(job)
@@ -292,14 +308,41 @@ def results(
         raise UsageError("give the output with -o/--output")
     if client.store.is_deleted(job):
         raise JobError(f"the results of job {job} were collected and deleted (use --keep to keep)")
-    started = time.perf_counter()
-    state = FollowState()
-    with views.open_job_output(target, record, overwrite) as writer:
-        with views.progress_bar(record.spec.total, record.spec.op) as advance:
-            client.follow(job, writer, state, advance)
-        writer.commit()
+    if record.state is JobState.INCOMPLETE and not partial:
+        raise JobError(incomplete_reason(record))
+    with terminate_as_interrupt():
+        if partial:
+            _write_partial(client, job, target, overwrite, keep)
+            return
+        started = time.perf_counter()
+        state = FollowState()
+        with views.open_job_output(target, record, overwrite) as writer:
+            with views.progress_bar(record.spec.total, record.spec.op) as advance:
+                client.follow(job, writer, state, advance)
+            writer.commit()
     client.finish(job, keep)
     views.print_collected(client.record(job), target, state.items, started, keep)
+
+
+def _write_partial(client: Any, job: str, target: Path, overwrite: bool, keep: bool) -> None:
+    from aeq.core.errors import JobError
+
+    started = time.perf_counter()
+    record = client.record(job)
+    with views.progress_bar(record.spec.total, record.spec.op, "settling") as advance:
+        record = client.settled(job, advance)
+    if not record.items_done:
+        raise JobError(f"no chunk of job {job} finished ({record.state.value}); nothing to write")
+    with views.open_job_output(target, record, overwrite, record.items_done) as writer:
+        count = client.write_done_chunks(record, writer)
+        writer.commit()
+    client.finish(job, keep)
+    views.print_collected(client.record(job), target, count, started, keep)
+    stderr.print(
+        f"partial: {count:,} of {record.spec.total:,} items; chunks done {record.done}, failed "
+        f"{record.failed}, skipped {record.skipped}, "
+        f"never queued {record.spec.chunks - record.queued}"
+    )
 
 
 def cancel(job: JobArgument) -> None:
@@ -328,7 +371,7 @@ def _client() -> Any:
         raise UsageError(
             "no broker configured: set AEQ_BROKER_URL (local-mode jobs leave no record)"
         )
-    return JobClient(settings)
+    return JobClient(settings, notify=stderr.print)
 
 
 def worker(

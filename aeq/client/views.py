@@ -86,16 +86,17 @@ def open_output(output: Path, submission: Any, overwrite: bool) -> Any:
     return open_image_output(output, total, overwrite)
 
 
-def open_job_output(output: Path, record: JobRecord, overwrite: bool) -> Any:
-    """The writer a stored job's results go to."""
+def open_job_output(
+    output: Path, record: JobRecord, overwrite: bool, total: int | None = None
+) -> Any:
+    """The writer a stored job's results go to (``total`` items, default all of them)."""
     from aeq.files.outputs import open_code_output, open_image_output
 
     spec = record.spec
+    count = spec.total if total is None else total
     if spec.op is Operation.ENCODE:
-        return open_code_output(
-            output, spec.total, spec.code_dim, spec.model, spec.version, overwrite
-        )
-    return open_image_output(output, spec.total, overwrite)
+        return open_code_output(output, count, spec.code_dim, spec.model, spec.version, overwrite)
+    return open_image_output(output, count, overwrite)
 
 
 def print_summary(

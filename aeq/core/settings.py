@@ -22,6 +22,9 @@ DEFAULT_RESULT_TTL_S = 24 * 60 * 60
 # comes back, and must stay far above the slowest chunk's runtime (docs/SERVICE.md).
 DEFAULT_VISIBILITY_TIMEOUT_S = 60
 DEFAULT_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
+# How long a client following a job rides out a lost Redis (a restart, a failover) before it stops
+# and says how to resume: long enough for a Redis container to restart and reload its data.
+DEFAULT_RECONNECT_WINDOW_S = 60
 
 _PROVIDER_ALIASES = {
     "cuda": "CUDAExecutionProvider",
@@ -50,6 +53,8 @@ class Settings:
             ``None`` = one per core on a CPU host, one where a GPU is used).
         threads_per_process: ONNX Runtime intra-op threads per worker process (``AEQ_THREADS``;
             ``None`` = the machine's cores divided by the concurrency).
+        reconnect_window_s: how long a client following a job waits for a lost Redis to come
+            back (``AEQ_RECONNECT_WINDOW_S``).
     """
 
     broker_url: str | None = None
@@ -63,6 +68,7 @@ class Settings:
     visibility_timeout_s: int = DEFAULT_VISIBILITY_TIMEOUT_S
     worker_concurrency: int | None = None
     threads_per_process: int | None = None
+    reconnect_window_s: int = DEFAULT_RECONNECT_WINDOW_S
 
     @property
     def results_url(self) -> str | None:
@@ -116,4 +122,5 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             _positive_int(env, "AEQ_WORKER_CONCURRENCY", 1) if concurrency else None
         ),
         threads_per_process=_positive_int(env, "AEQ_THREADS", 1) if threads else None,
+        reconnect_window_s=_positive_int(env, "AEQ_RECONNECT_WINDOW_S", DEFAULT_RECONNECT_WINDOW_S),
     )

@@ -54,5 +54,12 @@ def ping(client: redis.Redis, url: str) -> None:
     """Raise ``BrokerError`` naming ``url`` unless Redis answers."""
     try:
         client.ping()
+    except redis.exceptions.AuthenticationError:
+        # The server answered: "is redis-server running?" would send the user the wrong way.
+        given = "the password in the URL" if urlsplit(url).password else "no password"
+        raise BrokerError(
+            f"Redis at {redact(url)} refused {given}: put its password in the URL "
+            "(redis://:PASSWORD@host:port/db, e.g. AEQ_BROKER_URL) and check it"
+        ) from None
     except redis.RedisError as error:
         raise BrokerError(f"cannot reach Redis at {redact(url)} ({error}); {HINT}") from None

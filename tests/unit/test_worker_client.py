@@ -14,10 +14,11 @@ from worker_support import random_images, tiny_repository
 from aeq.client.client import FollowState, JobClient, Submission
 from aeq.client.local import run_local
 from aeq.core.catalog import Operation
-from aeq.core.errors import BrokerError, JobError
+from aeq.core.errors import BrokerError, JobError, StoreFullError
 from aeq.core.settings import Settings
 from aeq.queue.jobs import JobStore
 from aeq.queue.protocol import TASK_NAME
+from aeq.queue.store import connect
 from worker.inference import CPU_PROVIDER, Engine
 from worker.processing import WorkerContext, process_chunk
 
@@ -174,3 +175,59 @@ def test_local_mode_runs_the_same_chunks_in_process(repository):
     np.testing.assert_array_equal(
         writer.array, engine.run(repository.get("conv"), Operation.DENOISE, images).array
     )
+
+
+@pytest.fixture
+def password_redis(redis_server, redis_client):
+    """The session's Redis asking for a password (set on a connection that stays in)."""
+    redis_client.config_set("requirepass", "s3cret")
+    yield redis_server.url
+    redis_client.config_set("requirepass", "")
+
+
+@pytest.mark.parametrize(
+    ("password", "said"), [("", "refused no password"), ("wrong", "refused the password")]
+)
+def test_a_refused_password_is_not_called_unreachable(password_redis, password, said):
+    """An auth failure used to say "is redis-server running?"."""
+    url = password_redis.replace("redis://", f"redis://:{password}@" if password else "redis://")
+    with pytest.raises(BrokerError) as raised:
+        connect(url)
+    message = str(raised.value)
+    assert said in message and "running" not in message and "wrong" not in message
+
+
+def test_a_job_that_would_not_fit_is_refused_before_anything_is_queued(
+    settings, repository, redis_client
+):
+    redis_client.config_set("maxmemory-policy", "noeviction")
+    used = int(redis_client.info("memory")["used_memory"])
+    redis_client.config_set("maxmemory", used + 2 * 2**20)
+    try:
+        submission = Submission(
+            Operation.DENOISE, repository.get("denoising"), ArraySource(random_images(2000)), 512
+        )
+        created = []
+        with pytest.raises(StoreFullError) as raised:
+            JobClient(settings).submit(submission, on_created=created.append)
+    finally:
+        redis_client.config_set("maxmemory", 0)
+    message = str(raised.value)
+    assert "needs about 3.1 MiB" in message and "MiB free" in message and "maxmemory" in message
+    assert created == [] and redis_client.keys("aeq:job:*") == []
+    assert redis_client.llen("aeq") == 0
+
+
+def test_the_job_id_is_announced_before_the_first_chunk(settings, repository, redis_client):
+    submission = Submission(
+        Operation.DENOISE, repository.get("denoising"), ArraySource(random_images(10)), 4
+    )
+    seen = []
+    client = JobClient(settings)
+    job = client.submit(
+        submission,
+        on_created=lambda job: seen.append((job, redis_client.llen("aeq"))),
+    )
+    assert seen == [(job, 0)]
+    assert client.record(job).state.value == "queued"  # the lease was dropped at the end
+    assert redis_client.exists(client.store.submitter_key(job)) == 0
