@@ -54,3 +54,41 @@ def test_serving_paths_never_import_tensorflow(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "HEAVY: []" in result.stdout, result.stdout[-2000:]
+
+
+_API_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+
+    import aeq
+
+    lazy = ("tensorflow", "keras", "tf2onnx", "onnxruntime", "celery", "kombu", "redis", "PIL")
+    print("ON IMPORT:", sorted({{name.split(".")[0] for name in sys.modules}} & set(lazy)))
+
+    import numpy as np
+
+    sys.path.insert(0, {support!r})
+    from worker_support import tiny_repository
+
+    repository = tiny_repository(Path({folder!r}) / "repository").root
+    images = np.zeros((5, 28, 28), np.float32)
+    aeq.denoise(images, repository=repository, broker_url="")
+    codes = aeq.encode(images, repository=repository, broker_url="")
+    aeq.decode(codes, model="multilayer", repository=repository, broker_url="")
+    aeq.read_images(images)
+    aeq.models(repository)
+    banned = ("tensorflow", "tf2onnx", "keras")
+    print("HEAVY:", sorted(name for name in sys.modules if name.split(".")[0] in banned))
+    """
+)
+
+
+def test_import_aeq_is_light_and_the_python_api_never_imports_tensorflow(tmp_path):
+    script = _API_SCRIPT.format(support=str(ROOT / "tests" / "unit"), folder=str(tmp_path))
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "ON IMPORT: []" in result.stdout, result.stdout[-2000:]
+    assert "HEAVY: []" in result.stdout, result.stdout[-2000:]
