@@ -25,7 +25,7 @@ import numpy as np
 
 from aeq.client.remote import Client, Job, JobStatus
 from aeq.core.catalog import IMAGE_SIDE, Operation
-from aeq.core.errors import RepositoryError
+from aeq.core.errors import UsageError
 from aeq.core.settings import Settings, load_settings
 from aeq.queue.protocol import DEFAULT_CHUNK_SIZE
 
@@ -221,15 +221,16 @@ def models(repository: PathLike | None = None) -> list[ModelSummary]:
         when nothing is published yet.
 
     Raises:
-        RepositoryError: the repository folder does not exist.
+        UsageError: the repository folder does not exist (as ``aeq models`` refuses it).
     """
     from aeq.repository import ModelRepository
     from export.summary import summarize
 
     root = _settings(None, repository).model_repository
     if not root.is_dir():
-        raise RepositoryError(
-            f"no model repository at {root}; pass repository=... or set AEQ_MODEL_REPOSITORY"
+        raise UsageError(
+            f"no model repository at {root}: pass repository=... (or set AEQ_MODEL_REPOSITORY), "
+            "or make one with 'aeq train all' and 'aeq export all'"
         )
     return summarize(ModelRepository(root))
 

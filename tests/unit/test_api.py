@@ -300,7 +300,7 @@ def test_models_lists_what_aeq_models_lists(repository):
 
 
 def test_models_of_a_missing_repository_is_an_error(tmp_path):
-    with pytest.raises(aeq.RepositoryError, match="no model repository at"):
+    with pytest.raises(aeq.UsageError, match="no model repository at"):
         aeq.models(tmp_path / "nothing")
     (tmp_path / "empty").mkdir()
     assert aeq.models(tmp_path / "empty") == []
