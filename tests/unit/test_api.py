@@ -156,8 +156,9 @@ def test_bad_arrays_are_refused_with_one_clear_input_error(case):
 def test_the_cli_refuses_the_same_arrays_saved_as_npy(tmp_path, case):
     array, _ = bad_arrays()[case]
     np.save(tmp_path / "bad.npy", array)
-    result = CliRunner().invoke(cli.app, ["denoise", str(tmp_path / "bad.npy"), "-o", "x.npy"])
-    assert result.exit_code == 2, result.output
+    output = tmp_path / "out.npy"
+    result = CliRunner().invoke(cli.app, ["denoise", str(tmp_path / "bad.npy"), "-o", str(output)])
+    assert result.exit_code == 2 and not output.exists(), result.output
     with pytest.raises(aeq.InputError):
         aeq.denoise(tmp_path / "bad.npy")
 
