@@ -417,3 +417,24 @@ def test_client_errors(redis_server, redis_client, client, images):
     with pytest.raises(aeq.InputError, match="first bad in item 2"):
         client.submit("denoise", floats)
     assert redis_client.llen("aeq") == 0 and not client._jobs.store.recent(5)
+
+
+def test_interrupting_a_queued_call_cancels_its_job(
+    monkeypatch, redis_server, redis_client, images
+):
+    """Nobody holds the id of a job a blocking call queued: stopping the call must not leave it
+    running for the workers."""
+    from aeq.client.client import JobClient
+
+    follow = JobClient.follow
+
+    def interrupted(self, job, writer, state=None, on_progress=None, block=True):
+        if block:
+            raise KeyboardInterrupt
+        return follow(self, job, writer, state, on_progress, block)
+
+    monkeypatch.setattr(JobClient, "follow", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        aeq.denoise(images, broker_url=redis_server.url, chunk_size=5)
+    (record,) = JobStore(redis_client, 600).recent(5)
+    assert record.state is JobState.CANCELLED and redis_client.llen("aeq") == 3
