@@ -176,7 +176,7 @@ class JobClient:
         except BaseException:
             self.store.cancel(job)
             raise
-        self.store.end_submission(job)
+        self.store.end_submission(job, spec.chunks)
         if queued_items != spec.total:
             self.store.cancel(job)
             raise JobError(f"the input yielded {queued_items} items, expected {spec.total}")

@@ -347,21 +347,26 @@ class JobStore:
     def put_chunk(self, job: str, chunk: int, data: bytes, names: list[str]) -> None:
         """Store a chunk's input bytes and item names, before its message is sent.
 
-        Chunks are put in order, so ``queued`` (chunk + 1) counts the chunks handed over; a job
-        whose submission stopped short never reads as finished.
+        Chunks are put in order and each put follows the previous chunk's message, so ``queued``
+        (set to ``chunk`` here, to the chunk count by ``end_submission``) counts the chunks whose
+        message went out: exactly the chunks that will finish. A job whose submission stopped
+        short never reads as finished.
         """
         names_key = self._key(job, "names")
         pipe = self.client.pipeline(transaction=False)
         pipe.set(self.input_key(job, chunk), data, ex=self.ttl_s)
         pipe.hset(names_key, str(chunk), msgpack.packb(names))
         pipe.expire(names_key, self.ttl_s)
-        pipe.hset(self.job_key(job), "queued", chunk + 1)
+        pipe.hset(self.job_key(job), "queued", chunk)
         pipe.expire(self.submitter_key(job), SUBMITTER_LEASE_S)
         pipe.execute()
 
-    def end_submission(self, job: str) -> None:
-        """Drop the submitter's lease: every chunk is queued, or the job was cancelled."""
-        self.client.delete(self.submitter_key(job))
+    def end_submission(self, job: str, chunks: int) -> None:
+        """Record that all ``chunks`` messages went out and drop the submitter's lease."""
+        pipe = self.client.pipeline()
+        pipe.hset(self.job_key(job), "queued", chunks)
+        pipe.delete(self.submitter_key(job))
+        pipe.execute()
 
     def names(self, job: str, chunk: int) -> list[str]:
         """The item names of one chunk."""

@@ -45,6 +45,7 @@ def queue_all(store: JobStore, job: str, job_spec: JobSpec) -> None:
     for chunk in range(job_spec.chunks):
         count = job_spec.chunk_count(chunk)
         store.put_chunk(job, chunk, b"x" * count, [f"item{chunk}-{i}" for i in range(count)])
+    store.end_submission(job, job_spec.chunks)
 
 
 def test_chunks_cover_the_items_exactly():
@@ -171,7 +172,6 @@ def test_a_job_whose_submitter_stopped_reads_incomplete(store):
     store.client.delete(store.submitter_key(job))  # the lease lapsed: nobody refreshed it
     assert store.get(job).state is JobState.INCOMPLETE
     queue_all(store, job, job_spec)
-    store.end_submission(job)
     assert store.get(job).state is JobState.QUEUED
 
 
