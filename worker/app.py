@@ -5,6 +5,8 @@ worker`` starts the same app with aeq's defaults (``worker.launcher``).
 
 Choices (docs/SERVICE.md explains each):
 - msgpack messages, JSON also accepted, never pickle (a pickled message is refused and acked).
+- Every message is checked before Celery unpacks it (``worker.intake``): one it cannot use is
+  acknowledged and kept as a dead letter, and the worker goes on serving.
 - Late acknowledgement and prefetch 1: a message is acknowledged only after its chunk's output is
   stored, and a worker holds at most one unacknowledged message per process.
 - Redis redelivers an unacknowledged message once the visibility timeout has passed; kombu only
@@ -26,6 +28,8 @@ from aeq.core.settings import Settings, load_settings
 from worker.lifetime import die_with_parent
 
 QUEUE = "aeq"
+# Celery's consumer with the message check in front (imported by a worker only, when it starts).
+CONSUMER = "worker.intake:CheckedConsumer"
 # Client-side connect timeout: an unreachable broker fails in seconds, not after kombu's retries.
 CONNECT_TIMEOUT_S = 3.0
 # Reads on an open connection; longer than kombu's 1 s BRPOP poll so it only fires on a dead peer.
@@ -89,6 +93,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # With late acks a task cut off by a lost connection is redelivered anyway.
         "worker_cancel_long_running_tasks_on_connection_loss": True,
         "worker_hijack_root_logger": True,
+        "worker_consumer": CONSUMER,
         "worker_send_task_events": False,
     }
 

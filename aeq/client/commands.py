@@ -63,6 +63,7 @@ def register(app: typer.Typer) -> None:
     app.command("cancel")(cancel)
     app.command("jobs")(jobs)
     app.command("worker")(worker)
+    app.command("dead-letters")(dead_letters)
 
 
 def denoise(
@@ -408,3 +409,28 @@ def worker(
         hostname=hostname,
     )
     start(settings, options)
+
+
+def dead_letters(
+    limit: Annotated[int, typer.Option(min=1, help="How many to show, newest first.")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="Print them as JSON.")] = False,
+    clear: Annotated[bool, typer.Option("--clear", help="Delete them all instead.")] = False,
+) -> None:
+    """Show the messages workers could not use (acknowledged and kept in Redis), newest first."""
+    from aeq.queue.dead_letters import DeadLetters
+
+    letters = DeadLetters(_client().store.client)
+    if clear:
+        stderr.print(f"deleted {letters.clear()} dead letter(s)")
+        return
+    shown = letters.recent(limit)
+    if as_json:
+        stdout.print_json(json.dumps([letter.to_dict() for letter in shown]))
+        return
+    stderr.print(f"{letters.count()} dead letter(s) kept, newest first")
+    for letter in shown:
+        entry = letter.to_dict()
+        task = f"{letter.headers.get('task', '-')}[{letter.headers.get('id', '-')}]"
+        body = f"{letter.content_type or '-'}, {letter.body_bytes} bytes: {letter.body[:60]!r}"
+        stdout.print(f"{entry['time']}  {letter.worker}  {task}", markup=False)
+        stdout.print(f"  {letter.reason}\n  {body}", markup=False)
