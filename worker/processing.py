@@ -1,8 +1,17 @@
 """What a worker does with one chunk message, as a plain function (the Celery task only calls it).
 
-Every message is checked before it is trusted; a bad one fails its chunk with a reason the user
-sees in ``aeq status``, and the worker goes on serving. Finishing is idempotent: a chunk that
-already has a status (a redelivery after a worker died, or a duplicate message) is left alone.
+Every message is checked before it is trusted, and the worker goes on serving whatever arrives:
+- a message that is not a chunk message (a field missing, of the wrong type, inconsistent) is
+  kept as a dead letter (``aeq dead-letters``); if it names a real chunk, that chunk fails with the
+  reason, so its job cannot wait forever for a chunk that will never come;
+- a message for a chunk its job does not have (an index past the job's last chunk, an item count
+  that is not the chunk's) is only a dead letter: it never touches that job, so a stray message
+  cannot fail a job that is running or already done;
+- a chunk message that fits its job but cannot be run (another model, bytes of the wrong size, a
+  model missing from the repository) fails its chunk with a reason the user sees in
+  ``aeq status``.
+Finishing is idempotent: a chunk that already has a status (a redelivery after a worker died, or a
+duplicate message) is left alone.
 """
 
 from __future__ import annotations
@@ -13,10 +22,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgpack
+
 from aeq.core.errors import AeqError, PayloadError, StoreFullError
 from aeq.core.settings import Settings
+from aeq.queue.dead_letters import DeadLetter, DeadLetters
 from aeq.queue.jobs import ChunkOutcome, ChunkStatus, JobSpec, JobStore, TakenChunk
-from aeq.queue.protocol import ChunkMessage, decode_array, encode_array
+from aeq.queue.protocol import TASK_NAME, ChunkMessage, decode_array, encode_array
 from aeq.repository import ModelRepository, ModelVersion
 from worker.inference import Engine
 
@@ -45,21 +57,37 @@ class WorkerContext:
             self._versions[key] = self.repository.get(model, version)
         return self._versions[key]
 
+    @property
+    def dead_letters(self) -> DeadLetters:
+        """The dead-letter list, in the result store."""
+        return DeadLetters(self.store.client)
 
-def process_chunk(context: WorkerContext, data: Mapping[str, Any]) -> dict[str, Any]:
+
+def process_chunk(
+    context: WorkerContext, data: Mapping[str, Any], task_id: str = ""
+) -> dict[str, Any]:
     """Check, run and store one chunk; return a small summary (for logs; nobody waits on it).
 
+    Args:
+        context: this process's context.
+        data: the message's keyword arguments, as received.
+        task_id: the Celery task id, recorded with a dead letter.
+
     Redis errors propagate (the task requeues the message); everything else about the chunk ends
-    as a chunk status.
+    as a chunk status or a dead letter.
     """
     try:
         message = ChunkMessage.from_wire(data)
     except PayloadError as error:
-        return _reject_unparsable(context, data, str(error))
+        return _reject_unparsable(context, data, str(error), task_id)
     taken = context.store.take(message.job, message.chunk)
     if taken is None:
         logger.warning("job %s is gone (expired or collected); chunk %d dropped", *_ids(message))
         return {"chunk": message.chunk, "state": "gone"}
+    misfit = _misfit(message, taken.spec)
+    if misfit is not None:
+        _keep_dead_letter(context, data, misfit, task_id)
+        return {"chunk": message.chunk, "state": "dead letter", "reason": misfit}
     if taken.finished:
         logger.info("job %s chunk %d already finished; duplicate delivery ignored", *_ids(message))
         return {"chunk": message.chunk, "state": "duplicate"}
@@ -120,20 +148,25 @@ def _store_output(
 def _check_against_job(
     context: WorkerContext, message: ChunkMessage, spec: JobSpec
 ) -> ModelVersion:
-    """The message must describe a chunk of the job it names, with a model that exists."""
+    """The message must ask for what its job does, with a model that exists."""
     if (message.op, message.model, message.version) != (spec.op, spec.model, spec.version):
         raise PayloadError(
             f"message says {message.op.value} with {message.model}@{message.version}, "
             f"job {message.job} is {spec.op.value} with {spec.model}@{spec.version}"
         )
-    if message.chunk >= spec.chunks or message.count != spec.chunk_count(message.chunk):
-        raise PayloadError(
-            f"chunk {message.chunk} with {message.count} items does not fit job {message.job} "
-            f"({spec.total} items in chunks of {spec.chunk_size})"
-        )
     version = context.model_version(message.model, message.version)
     message.check_layout(version.code_dim)
     return version
+
+
+def _misfit(message: ChunkMessage, spec: JobSpec) -> str | None:
+    """Why the message is not one of its job's chunks (index or item count), or None."""
+    if message.chunk < spec.chunks and message.count == spec.chunk_count(message.chunk):
+        return None
+    return (
+        f"chunk {message.chunk} with {message.count} items does not fit job {message.job} "
+        f"({spec.total} items in {spec.chunks} chunks of {spec.chunk_size})"
+    )
 
 
 def _finish(
@@ -153,11 +186,12 @@ def _finish(
 
 
 def _reject_unparsable(
-    context: WorkerContext, data: Mapping[str, Any], reason: str
+    context: WorkerContext, data: Mapping[str, Any], reason: str, task_id: str
 ) -> dict[str, Any]:
-    """A message too broken to trust: fail its chunk if it names a real job and chunk."""
+    """A message too broken to trust: keep it as a dead letter, and fail its chunk if it names a
+    real job and chunk."""
     job, chunk = data.get("job"), data.get("chunk")
-    logger.warning("refused chunk message %r: %s", _abbreviate(data), reason)
+    _keep_dead_letter(context, data, reason, task_id)
     if isinstance(job, str) and isinstance(chunk, int) and not isinstance(chunk, bool):
         try:
             spec = context.store.spec_of(job)
@@ -173,6 +207,20 @@ def _reject_unparsable(
             )
             context.store.complete(job, status)
     return {"state": "refused", "reason": reason}
+
+
+def _keep_dead_letter(
+    context: WorkerContext, data: Mapping[str, Any], reason: str, task_id: str
+) -> None:
+    """Record a refused message; the body kept is its keyword arguments, packed again."""
+    logger.warning("dead letter %r: %s", _abbreviate(data), reason)
+    try:
+        body = msgpack.packb(dict(data))
+    except (TypeError, ValueError, OverflowError):  # a JSON message may hold what msgpack cannot
+        body = _abbreviate(data).encode()
+    headers = {"task": TASK_NAME, "id": task_id}
+    letter = DeadLetter.of(reason, context.hostname, headers, body, "application/x-msgpack")
+    context.dead_letters.keep(letter)
 
 
 def _ids(message: ChunkMessage) -> tuple[str, int]:

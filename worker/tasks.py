@@ -57,7 +57,7 @@ def run_chunk(self: Any, **message: Any) -> dict[str, Any]:
     """Process one chunk message (see ``aeq.queue.protocol``); return a summary for the log."""
     context = worker_context(self.request.hostname)
     try:
-        return process_chunk(context, message)
+        return process_chunk(context, message, task_id=self.request.id or "")
     except redis.RedisError as error:
         logger.error("result store unreachable (%s); handing the message back", error)
         time.sleep(STORE_RETRY_PAUSE_S)

@@ -5,6 +5,7 @@ Real Redis, real model repository, real ONNX Runtime; no Celery (the task only c
 
 from __future__ import annotations
 
+import msgpack
 import numpy as np
 import pytest
 from worker_support import random_images, tiny_repository
@@ -12,7 +13,7 @@ from worker_support import random_images, tiny_repository
 from aeq.core.catalog import Operation
 from aeq.core.settings import Settings
 from aeq.queue.jobs import ChunkOutcome, JobSpec, JobState, JobStore
-from aeq.queue.protocol import ChunkMessage, encode_array
+from aeq.queue.protocol import TASK_NAME, ChunkMessage, encode_array
 from worker.inference import CPU_PROVIDER, Engine
 from worker.processing import WorkerContext, process_chunk
 
@@ -89,7 +90,6 @@ def test_a_redelivered_chunk_is_not_run_again(context):
     [
         ({"shape": [4, 784]}, "takes shape (4, 28, 28)"),
         ({"model": "conv"}, "job"),  # a model the job does not use
-        ({"count": 3, "shape": [3, 28, 28]}, "does not fit job"),
         ({"version": 9}, "job"),
         ({"op": "encode"}, "job"),
     ],
@@ -140,9 +140,67 @@ def test_a_message_for_an_unknown_job_is_dropped(context):
 
 
 def test_garbage_is_refused_without_touching_anything(context):
-    summary = process_chunk(context, {"hello": "world"})
+    summary = process_chunk(context, {"hello": "world"}, task_id="t-1")
     assert summary["state"] == "refused" and "lacks" in summary["reason"]
     assert context.store.client.keys("aeq:job:*") == []
+    (letter,) = context.dead_letters.recent(10)
+    assert "lacks" in letter.reason and letter.worker == "test-worker"
+    assert letter.headers == {"task": TASK_NAME, "id": "t-1"}
+    assert msgpack.unpackb(letter.body) == {"hello": "world"}
+
+
+def test_a_refused_message_naming_a_real_chunk_fails_it_and_is_kept(context):
+    job, messages = queue_job(context, random_images(8))
+    process_chunk(context, {**messages[1], "dtype": "float64"})
+    assert "takes uint8 items" in context.store.status(job, 1).reason
+    assert "takes uint8 items" in context.dead_letters.recent(1)[0].reason
+
+
+@pytest.mark.parametrize(
+    ("chunk", "count"),
+    [
+        (999, 4),  # past the job's last chunk
+        (2, 4),  # the last chunk holds 2 items
+        (0, 3),  # chunk 0 holds 4
+    ],
+)
+def test_a_message_that_does_not_fit_its_job_never_touches_it(context, chunk, count):
+    """A stray message (issue 10, case 5) is a dead letter; the job runs and ends as before."""
+    job, messages = queue_job(context, random_images(10))  # chunks of 4, 4 and 2 items
+    stray = ChunkMessage.for_array(
+        job, chunk, Operation.DENOISE, "denoising", 1, random_images(count)
+    ).to_wire()
+
+    summary = process_chunk(context, stray)
+
+    assert summary["state"] == "dead letter"
+    record = context.store.get(job)
+    assert (record.done, record.failed, record.skipped, record.items_done) == (0, 0, 0, 0)
+    assert record.statuses == {}
+    (letter,) = context.dead_letters.recent(10)
+    assert f"chunk {chunk} with {count} items does not fit job {job}" in letter.reason
+    for message in messages:
+        process_chunk(context, message)
+    record = context.store.get(job)
+    assert (record.state, record.items_done, record.failed) == (JobState.DONE, 10, 0)
+
+
+def test_a_stray_message_for_a_finished_job_leaves_it_done(context):
+    job, messages = queue_job(context, random_images(8))
+    for message in messages:
+        process_chunk(context, message)
+    stray = {**messages[0], "chunk": 999}
+    assert process_chunk(context, stray)["state"] == "dead letter"
+    record = context.store.get(job)
+    assert (record.state, record.done, record.failed) == (JobState.DONE, 2, 0)
+    assert sorted(context.store.statuses(job)) == [0, 1]
+
+
+def test_a_stray_message_for_a_cancelled_job_is_not_counted_as_skipped(context):
+    job, messages = queue_job(context, random_images(8))
+    context.store.cancel(job)
+    assert process_chunk(context, {**messages[0], "chunk": 7})["state"] == "dead letter"
+    assert context.store.get(job).skipped == 0
 
 
 @pytest.fixture
