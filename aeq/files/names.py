@@ -17,20 +17,28 @@ and Windows file systems:
 regard to case (case-insensitive file systems would merge ``A`` and ``a``): the first occurrence
 keeps its name, later ones get ``~2``, ``~3`` ... (the lowest suffix no other name in the list
 uses). The result depends only on the list, never on the order items happen to be written.
+
+A job's names are never all made up front: an array's are ``NumberedNames``, each made when it is
+asked for whatever count the array's header declares, and ``ItemNames`` gives the unique names of
+several inputs laid end to end a chunk at a time, holding only listed names and renamed ones.
 """
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import overload
 
 # Room for a disambiguating suffix, ".png" and a temp prefix well inside the usual 255-byte limit.
 MAX_NAME_BYTES = 120
 FALLBACK_NAME = "item"
 DUPLICATE_MARK = "~"
 _HASH_CHARS = 8
+# Names made per step when iterating or settling repeats: bounded memory, few Python calls.
+_SLICE_ITEMS = 4096
 
 _SAFE = re.compile(r"[A-Za-z0-9_\-~][A-Za-z0-9_.\-~]*")
 _SEPARATORS = re.compile(r"[/\\]+")
@@ -74,32 +82,168 @@ def unique_names(names: Sequence[str]) -> list[str]:
         The sanitised names; the first of a group of equal names keeps it, the later ones get
         ``~N`` with the smallest N >= 2 that no other name in the result uses.
     """
-    clean = [sanitize(name) for name in names]
-    taken = {name.casefold() for name in clean}
-    if len(taken) == len(clean):
-        return clean
-    seen: set[str] = set()
-    result = []
-    for name in clean:
-        key = name.casefold()
-        if key in seen:
-            name = _next_free(name, taken)
-            key = name.casefold()
-            taken.add(key)
-        seen.add(key)
-        result.append(name)
-    return result
+    return list(ItemNames([names]))
 
 
 def item_names(stem: str, count: int) -> list[str]:
     """Names for the ``count`` items of one array file: ``<stem>_00000``, ``<stem>_00001`` ...
 
-    The stem is sanitised once (with room left for the index), so this stays cheap for arrays
-    of a hundred thousand items.
+    The whole list at once; ``NumberedNames`` makes the same names one at a time.
     """
-    index_width = max(5, len(str(max(count - 1, 0))))
-    base = _fit(sanitize(stem), MAX_NAME_BYTES - index_width - 1)
-    return [f"{base}_{index:0{index_width}d}" for index in range(count)]
+    return list(NumberedNames(stem, count))
+
+
+class NumberedNames(Sequence[str]):
+    """The names ``<stem>_00000``, ``<stem>_00001`` ... of an array's items, made when asked for.
+
+    The stem is sanitised once and cut to leave room for the index (five digits, more when the
+    count needs them), so every name is safe as it is and costs nothing until it is used.
+    """
+
+    def __init__(self, stem: str, count: int) -> None:
+        self.size = count
+        self.width = max(5, len(str(max(count - 1, 0))))
+        self.base = _fit(sanitize(stem), MAX_NAME_BYTES - self.width - 1)
+        self.base_key = self.base.casefold()
+
+    def __len__(self) -> int:
+        return self.size
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[str]: ...
+
+    def __getitem__(self, index: int | slice) -> str | list[str]:
+        if isinstance(index, slice):
+            return [self._name(item) for item in range(*index.indices(self.size))]
+        if not -self.size <= index < self.size:
+            raise IndexError(f"item {index} of {self.size}")
+        return self._name(index % self.size)
+
+    def index_of(self, key: str) -> int | None:
+        """The index of the item whose case-folded name is ``key``, or ``None``."""
+        prefix, _, digits = key.rpartition("_")
+        if prefix != self.base_key or len(digits) != self.width:
+            return None
+        if not (digits.isascii() and digits.isdigit()) or int(digits) >= self.size:
+            return None
+        return int(digits)
+
+    def _name(self, index: int) -> str:
+        return f"{self.base}_{index:0{self.width}d}"
+
+
+class ItemNames(Sequence[str]):
+    """``unique_names`` of several runs of names laid end to end, made a slice at a time.
+
+    Runs are lists (sanitised and indexed here) or ``NumberedNames`` (answered arithmetically),
+    so a run of a billion declared items costs nothing until its names are asked for. Whether
+    an item repeats an earlier name is settled in item order, up to the last item asked for,
+    and only renamed items are remembered. When no name can repeat (the usual case: checked
+    once, here) the names are the runs' own.
+    """
+
+    def __init__(self, runs: Sequence[Sequence[str]]) -> None:
+        self._starts: list[int] = []
+        self._runs: list[Sequence[str]] = []
+        self._first_listed: dict[str, int] = {}  # case-folded listed name -> its first item
+        self._numbered: dict[tuple[str, int], list[tuple[int, NumberedNames]]] = {}
+        repeats = False
+        start = 0
+        for run in runs:
+            if isinstance(run, NumberedNames):
+                group = self._numbered.setdefault((run.base_key, run.width), [])
+                repeats |= run.size > 0 and any(other.size for _, other in group)
+                group.append((start, run))
+            else:
+                run = [sanitize(name) for name in run]
+                for position, name in enumerate(run, start):
+                    repeats |= self._first_listed.setdefault(name.casefold(), position) != position
+            self._starts.append(start)
+            self._runs.append(run)
+            start += len(run)
+        self._length = start
+        self._may_repeat = repeats or any(
+            self._numbered_position(key) is not None for key in self._first_listed
+        )
+        self._renamed: dict[int, str] = {}
+        self._renamed_keys: set[str] = set()
+        self._settled = 0  # items before this one have been checked for repeats
+
+    def __len__(self) -> int:
+        return self._length
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[str]: ...
+
+    def __getitem__(self, index: int | slice) -> str | list[str]:
+        if isinstance(index, slice):
+            start, stop, step = index.indices(self._length)
+            if step != 1:
+                return [self[item] for item in range(start, stop, step)]
+            return self._slice(start, max(start, stop))
+        if not -self._length <= index < self._length:
+            raise IndexError(f"item {index} of {self._length}")
+        index %= self._length
+        return self._slice(index, index + 1)[0]
+
+    def __iter__(self) -> Iterator[str]:
+        for start in range(0, self._length, _SLICE_ITEMS):
+            yield from self._slice(start, min(start + _SLICE_ITEMS, self._length))
+
+    def _slice(self, start: int, stop: int) -> list[str]:
+        names = self._sanitised(start, stop)
+        if self._may_repeat:
+            self._settle(stop)
+            for position in range(start, stop):
+                names[position - start] = self._renamed.get(position, names[position - start])
+        return names
+
+    def _sanitised(self, start: int, stop: int) -> list[str]:
+        """The runs' sanitised names of items ``start`` to ``stop - 1``."""
+        names: list[str] = []
+        run_index = bisect.bisect_right(self._starts, start) - 1
+        while len(names) < stop - start:
+            run_start, run = self._starts[run_index], self._runs[run_index]
+            names.extend(run[start + len(names) - run_start : stop - run_start])
+            run_index += 1
+        return names
+
+    def _settle(self, stop: int) -> None:
+        """Check the items before ``stop`` for repeats, in order, renaming each that repeats."""
+        for start in range(self._settled, stop, _SLICE_ITEMS):
+            end = min(start + _SLICE_ITEMS, stop)
+            for position, name in enumerate(self._sanitised(start, end), start):
+                key = name.casefold()
+                if self._first_item(key) < position or key in self._renamed_keys:
+                    renamed = _next_free(name, self._taken)
+                    self._renamed[position] = renamed
+                    self._renamed_keys.add(renamed.casefold())
+        self._settled = max(self._settled, stop)
+
+    def _taken(self, key: str) -> bool:
+        """Whether any item's sanitised name, or any name given so far, folds to ``key``."""
+        return self._first_item(key) < self._length or key in self._renamed_keys
+
+    def _first_item(self, key: str) -> int:
+        """The first item whose sanitised name folds to ``key``; ``len(self)`` when none does."""
+        listed = self._first_listed.get(key, self._length)
+        numbered = self._numbered_position(key)
+        return listed if numbered is None else min(listed, numbered)
+
+    def _numbered_position(self, key: str) -> int | None:
+        """The first item of a numbered run whose name folds to ``key``, if any."""
+        prefix, _, digits = key.rpartition("_")
+        for start, run in self._numbered.get((prefix, len(digits)), []):
+            index = run.index_of(key)
+            if index is not None:
+                return start + index
+        return None
 
 
 def _is_plainly_safe(raw: str) -> bool:
@@ -122,12 +266,12 @@ def _fit(text: str, limit: int = MAX_NAME_BYTES) -> str:
     return f"{head}-{digest}"
 
 
-def _next_free(name: str, taken: set[str]) -> str:
+def _next_free(name: str, taken: Callable[[str], bool]) -> str:
     """The first ``name~N`` (N >= 2) whose case-folded form is not taken."""
     counter = 2
     while True:
         suffix = f"{DUPLICATE_MARK}{counter}"
         candidate = _fit(name, MAX_NAME_BYTES - len(suffix)) + suffix
-        if candidate.casefold() not in taken:
+        if not taken(candidate.casefold()):
             return candidate
         counter += 1

@@ -1,10 +1,20 @@
 """Item names become safe, unique file names that never leave the output folder."""
 
+import random
+import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
-from aeq.files.names import MAX_NAME_BYTES, item_names, sanitize, unique_names
+from aeq.files.names import (
+    MAX_NAME_BYTES,
+    ItemNames,
+    NumberedNames,
+    item_names,
+    sanitize,
+    unique_names,
+)
 
 HOSTILE = [
     "../../etc/passwd",
@@ -98,3 +108,59 @@ def test_item_names_of_an_array() -> None:
     assert item_names("big", 123_456)[-1] == "big_123455"  # widens past 5 digits
     long = item_names("s" * 500, 2)
     assert all(len(name.encode()) <= MAX_NAME_BYTES for name in long) and long[0] != long[1]
+
+
+# --- Names made a chunk at a time -----------------------------------------------------------
+
+
+def eager_unique_names(names: Sequence[str]) -> list[str]:
+    """The rule of unique_names spelled out over a whole list (the behaviour ItemNames keeps)."""
+    clean = [sanitize(name) for name in names]
+    taken = {name.casefold() for name in clean}
+    seen: set[str] = set()
+    result = []
+    for name in clean:
+        if name.casefold() in seen:
+            counter = 2
+            while f"{name}~{counter}".casefold() in taken:
+                counter += 1
+            name = f"{name}~{counter}"
+            taken.add(name.casefold())
+        seen.add(name.casefold())
+        result.append(name)
+    return result
+
+
+def test_numbered_names_cost_nothing_until_asked_for() -> None:
+    started = time.monotonic()
+    names = NumberedNames("huge", 2**60)
+    assert len(names) == 2**60 and names[-1] == f"huge_{2**60 - 1}"
+    joined = ItemNames([["a.png"], names, NumberedNames("huge", 2**32 - 1)])
+    assert joined[:3] == ["a.png", "huge_0000000000000000000", "huge_0000000000000000001"]
+    assert time.monotonic() - started < 1.0
+    assert list(NumberedNames("d", 3)) == item_names("d", 3)
+
+
+STEMS = ["x", "X", "a/x", "x_00001", "y"]
+LISTED = ["x_00001", "X_00000", "x_00000~2", "x", "a_x_00002", "y_00000", "x~2", "z"]
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_item_names_equal_unique_names_of_the_joined_list(seed: int) -> None:
+    rng = random.Random(seed)
+    runs: list[Sequence[str]] = []
+    for _ in range(rng.randint(1, 5)):
+        if rng.random() < 0.5:
+            runs.append(NumberedNames(rng.choice(STEMS), rng.randint(0, 12)))
+        else:
+            runs.append([rng.choice(LISTED) for _ in range(rng.randint(0, 6))])
+    joined = [name for run in runs for name in run]
+    expected = eager_unique_names(joined)
+    assert list(ItemNames(runs)) == expected == unique_names(joined)
+    names = ItemNames(runs)  # asked for in chunks, as a job reads them
+    size = rng.randint(1, 5)
+    assert [n for start in range(0, len(names), size) for n in names[start : start + size]] == (
+        expected
+    )
+    if expected:
+        assert ItemNames(runs)[-1] == expected[-1]  # random access settles what comes before
