@@ -3,8 +3,14 @@
 The bottom of the readers: it knows file formats, not what the arrays mean
 (``aeq.files.image_parts`` reads images from them, ``aeq.files.code_files`` codes).
 
-Every kind is opened the same way: its header is parsed (never the data), and ``rows`` reads the
-data front to back in blocks, so memory stays at one block however big the file. Nothing here
+Every kind is opened the same way: its header is parsed (never the data) and checked against what
+the file can hold, and ``rows`` reads the data front to back in blocks, so memory stays at one
+block however big the file. A header is never trusted for more than the file's size: plain files
+must hold exactly the bytes it declares; a ``.npz`` member's header must match the member's
+uncompressed size in the zip directory, and that size what its compressed bytes can unpack to; a
+gzipped IDX file cannot declare more than ``MAX_DEFLATE_RATIO`` times its size. What a compressed
+stream really holds is known only by reading it: reading stops at the first short block.
+Sizes are Python integers, so no declared shape can overflow them. Nothing here
 unpickles: ``.npy`` headers are parsed with ``numpy.lib.format`` and object dtypes are refused
 before any data is read.
 
@@ -16,6 +22,7 @@ which would make a client reading a 100,000-image file look 80 MB bigger than on
 
 from __future__ import annotations
 
+import math
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator
@@ -31,6 +38,8 @@ from aeq.core.idx import is_gzip_path, open_idx_stream, read_idx_header
 
 # Rows per read while streaming: 4 MiB of uint8 images, bounded for float64 too.
 BLOCK_BYTES = 4 * 1024 * 1024
+# Deflate (zip, gzip) packs at most about 1032 bytes into one: 258-byte matches at 2 bits each.
+MAX_DEFLATE_RATIO = 1032
 # The array of item names a .npz may hold beside its images or codes (as aeq writes).
 NPZ_NAMES_KEY = "names"
 _NPY_SUFFIX = ".npy"
@@ -68,7 +77,7 @@ class ArrayFile:
     @property
     def row_bytes(self) -> int:
         """Bytes one row occupies in the file."""
-        return int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
+        return math.prod(self.shape[1:]) * self.dtype.itemsize
 
     def rows(self, block_rows: int | None = None, check_end: bool = False) -> Iterator[np.ndarray]:
         """Yield the rows front to back as arrays of shape ``(k, *shape[1:])``.
@@ -124,7 +133,7 @@ def open_npy(path: Path) -> ArrayFile:
             yield stream
 
     array = ArrayFile(path, str(path), shape, dtype, open_data, size - offset)
-    _check_size(array)
+    _check_size(array, size - offset)
     return array
 
 
@@ -159,8 +168,11 @@ def open_npz_member(path: Path, key: str) -> ArrayFile:
             yield member
 
     try:
-        with open_member() as member:
-            shape, dtype, _ = _read_npy_header(member, label)
+        with zipfile.ZipFile(path) as archive:
+            info = archive.getinfo(key + _NPY_SUFFIX)
+            _check_member_size(info, path.stat().st_size, label)
+            with archive.open(info) as member:
+                shape, dtype, offset = _read_npy_header(member, label)
     except (*_ZIP_ERRORS, KeyError) as error:
         raise InputError(f"cannot read {label}: {error}") from None
 
@@ -170,7 +182,9 @@ def open_npz_member(path: Path, key: str) -> ArrayFile:
             _read_npy_header(member, label)
             yield member
 
-    return ArrayFile(path, label, shape, dtype, open_data, None)
+    array = ArrayFile(path, label, shape, dtype, open_data, None)
+    _check_size(array, info.file_size - offset, "the archive member")
+    return array
 
 
 def open_idx(path: Path) -> ArrayFile:
@@ -191,9 +205,15 @@ def open_idx(path: Path) -> ArrayFile:
             stream.read(offset)
             yield stream
 
-    data_bytes = None if is_gzip_path(path) else path.stat().st_size - offset
-    array = ArrayFile(path, str(path), shape, np.dtype(np.uint8), open_data, data_bytes)
-    _check_size(array)
+    size = path.stat().st_size
+    gzipped = is_gzip_path(path)
+    array = ArrayFile(
+        path, str(path), shape, np.dtype(np.uint8), open_data, None if gzipped else size - offset
+    )
+    if gzipped:
+        _check_unpacks_to(array, size)
+    else:
+        _check_size(array, size - offset)
     return array
 
 
@@ -237,12 +257,37 @@ def _read_npy_header(stream: IO[bytes], label: str) -> tuple[tuple[int, ...], np
     return tuple(int(dim) for dim in shape), dtype, stream.tell()
 
 
-def _check_size(array: ArrayFile) -> None:
-    """Catch truncated or padded plain files from their size alone, before any data is read."""
-    expected = int(np.prod(array.shape, dtype=np.int64)) * array.dtype.itemsize
-    if array.data_bytes is not None and array.data_bytes != expected:
-        problem = "is truncated" if array.data_bytes < expected else "has trailing data"
+def _check_size(array: ArrayFile, data_bytes: int, holder: str = "the file") -> None:
+    """Refuse a header that declares other than the ``data_bytes`` the file (or member) holds."""
+    expected = math.prod(array.shape) * array.dtype.itemsize
+    if data_bytes != expected:
+        problem = "is truncated" if data_bytes < expected else "has trailing data"
         raise InputError(
             f"{array.label} {problem}: its header promises {expected} bytes of data, "
-            f"the file holds {array.data_bytes}"
+            f"{holder} holds {data_bytes}"
+        )
+
+
+def _check_unpacks_to(array: ArrayFile, compressed_bytes: int) -> None:
+    """Refuse a gzipped header declaring more data than ``compressed_bytes`` can unpack to."""
+    expected = math.prod(array.shape) * array.dtype.itemsize
+    if expected > compressed_bytes * MAX_DEFLATE_RATIO:
+        raise InputError(
+            f"{array.label} is truncated: its header promises {expected} bytes of data, more "
+            f"than {compressed_bytes} compressed bytes can hold (at most {MAX_DEFLATE_RATIO}:1)"
+        )
+
+
+def _check_member_size(info: zipfile.ZipInfo, archive_bytes: int, label: str) -> None:
+    """Refuse a zip directory entry whose sizes the archive cannot hold, before reading it."""
+    if info.compress_size > archive_bytes:
+        raise InputError(
+            f"{label} is truncated: the archive lists {info.compress_size} compressed bytes, "
+            f"the file holds {archive_bytes}"
+        )
+    ratio = {zipfile.ZIP_STORED: 1, zipfile.ZIP_DEFLATED: MAX_DEFLATE_RATIO}.get(info.compress_type)
+    if ratio is not None and info.file_size > info.compress_size * ratio:
+        raise InputError(
+            f"{label} is corrupt: the archive says {info.compress_size} compressed bytes unpack "
+            f"to {info.file_size}, more than they can hold"
         )

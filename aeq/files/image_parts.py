@@ -10,7 +10,7 @@ strings beside the images (as aeq writes) names the items.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -28,8 +28,8 @@ from aeq.files.array_files import (
     open_npy,
     open_npz_member,
 )
-from aeq.files.image_files import decode_image, fit_to_side
-from aeq.files.names import item_names
+from aeq.files.image_files import MAX_SOURCE_PIXELS, decode_image, fit_to_side
+from aeq.files.names import NumberedNames
 
 NPZ_IMAGE_KEYS = ("images", "x_test", "x_train", "x", "arr_0")
 _GRAY_MAX = 255
@@ -38,7 +38,9 @@ _GRAY_MAX = 255
 class ImagePart(Protocol):
     """A run of items from one input: some image files, or one array."""
 
-    raw_names: list[str]
+    @property
+    def raw_names(self) -> Sequence[str]:
+        """One name per item, as the input gives it (``aeq.files.names`` makes it safe)."""
 
     @property
     def count(self) -> int:
@@ -84,7 +86,7 @@ class ImageArray:
     """One array of images, streamed from its file."""
 
     array: ArrayFile
-    raw_names: list[str]
+    raw_names: Sequence[str]
     resize: bool
     grid: tuple[int, int] = field(init=False)
 
@@ -129,7 +131,7 @@ def open_image_array(path: Path, kind: str, stem: str, resize: bool) -> ImageArr
         keys = npz_members(path)
         array = open_npz_member(path, _npz_image_key(path, keys))
         stored_names = npz_names(path, array.count) if NPZ_NAMES_KEY in keys else None
-    return ImageArray(array, stored_names or item_names(stem, array.count), resize)
+    return ImageArray(array, stored_names or NumberedNames(stem, array.count), resize)
 
 
 def _open_idx_images(path: Path) -> ArrayFile:
@@ -173,6 +175,10 @@ def _image_grid(array: ArrayFile, resize: bool) -> tuple[int, int]:
         raise InputError(
             f"{array.label} has shape {shape}; images must be N x {IMAGE_SIDE} x {IMAGE_SIDE} "
             f"or N x {PIXELS_PER_IMAGE}{hint}"
+        )
+    if grid[0] * grid[1] > MAX_SOURCE_PIXELS:  # one would be a single read of its own
+        raise InputError(
+            f"{array.label} holds {grid[1]}x{grid[0]} images, too large to be digit images"
         )
     if not resize and grid != (IMAGE_SIDE, IMAGE_SIDE):
         raise InputError(

@@ -28,7 +28,7 @@ from aeq.files.array_files import ArrayFile
 from aeq.files.code_files import open_codes_file
 from aeq.files.image_files import IMAGE_SUFFIXES
 from aeq.files.image_parts import ImageFiles, ImagePart, open_image_array
-from aeq.files.names import item_names, unique_names
+from aeq.files.names import ItemNames, NumberedNames
 
 ARRAY_SUFFIXES = frozenset({".npy", ".npz"})
 
@@ -39,13 +39,14 @@ class ImageSource:
 
     Attributes:
         total: number of items over all inputs.
-        names: one safe, unique name per item (``aeq.files.names``), in item order.
+        names: one safe, unique name per item (``aeq.files.names``), in item order; made a
+            chunk at a time (``ItemNames``), never for a whole declared count at once.
         skipped: files inside input folders that were neither images nor arrays (hidden files
             and folders are ignored without being listed).
     """
 
     total: int
-    names: list[str]
+    names: Sequence[str]
     skipped: list[Path]
     parts: list[ImagePart] = field(repr=False)
 
@@ -61,7 +62,7 @@ class ImageSource:
         blocks = (block for part in self.parts for block in part.blocks(size))
         pixels = _rechunk(blocks, size, (IMAGE_SIDE, IMAGE_SIDE), np.dtype(np.uint8))
         for start, chunk in zip(range(0, self.total, size), pixels, strict=True):
-            yield self.names[start : start + len(chunk)], chunk
+            yield list(self.names[start : start + len(chunk)]), chunk
 
 
 @dataclass
@@ -73,14 +74,14 @@ class CodeSource:
         code_dim: length of each code.
         model: the model that made them, when the file says so.
         version: that model's version, when the file says so.
-        names: one safe, unique name per code.
+        names: one safe, unique name per code, made a chunk at a time.
     """
 
     total: int
     code_dim: int
     model: str | None
     version: int | None
-    names: list[str]
+    names: Sequence[str]
     array: ArrayFile = field(repr=False)
 
     def chunks(self, size: int) -> Iterator[tuple[list[str], np.ndarray]]:
@@ -90,7 +91,7 @@ class CodeSource:
             raise ValueError(f"chunk size must be positive, not {size}")
         blocks = (block.astype(np.float32) for block in self.array.rows(block_rows=size))
         for start, chunk in zip(range(0, self.total, size), blocks, strict=True):
-            yield self.names[start : start + len(chunk)], chunk
+            yield list(self.names[start : start + len(chunk)]), chunk
 
 
 def open_images(paths: Sequence[Path], resize: bool = False) -> ImageSource:
@@ -114,8 +115,8 @@ def open_images(paths: Sequence[Path], resize: bool = False) -> ImageSource:
             part.validate()
         parts.extend(new_parts)
         skipped.extend(new_skipped)
-    raw_names = [name for part in parts for name in part.raw_names]
-    return ImageSource(len(raw_names), unique_names(raw_names), skipped, parts)
+    total = sum(part.count for part in parts)
+    return ImageSource(total, ItemNames([part.raw_names for part in parts]), skipped, parts)
 
 
 def open_codes(path: Path) -> CodeSource:
@@ -130,13 +131,13 @@ def open_codes(path: Path) -> CodeSource:
     path = Path(path)
     _refuse_missing_or_empty(path)
     array, meta = open_codes_file(path)
-    raw_names = meta.get("names") or item_names(_stem(path), array.count)
+    raw_names = meta.get("names") or NumberedNames(_stem(path), array.count)
     return CodeSource(
         total=array.count,
         code_dim=array.shape[1],
         model=meta.get("model"),
         version=meta.get("version"),
-        names=unique_names(raw_names),
+        names=ItemNames([raw_names]),
         array=array,
     )
 
