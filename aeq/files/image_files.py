@@ -10,17 +10,22 @@ Conversions, chosen so that an image saved from MNIST reads back bit for bit:
 - JPEG EXIF orientation is applied, so a photo reads the way it is shown.
 
 Files are decoded completely (PNG chunk checksums verified first), so a truncated or corrupted file
-fails here rather than decoding into garbage. Images that are not 28 x 28 are refused unless
-resizing is asked for; then they are resized (stretched, aspect ratio not kept) with Lanczos
-filtering, which averages over the whole footprint when shrinking.
+fails here rather than decoding into garbage. Before any of that, the size in the header decides:
+an image over ``MAX_SOURCE_PIXELS`` is refused, and so is one that is not 28 x 28 unless resizing
+is asked for, so a small file declaring a huge picture costs nothing. Resized images are stretched
+(aspect ratio not kept) with Lanczos filtering, which averages over the whole footprint when
+shrinking. An image over ``REDUCE_ABOVE_PIXELS`` is first shrunk by whole factors to about
+``REDUCED_SIDE`` (a JPEG while it is decoded, others by box averaging right after), so its
+conversions work on a small copy rather than several full-size ones.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import ExifTags, Image, ImageOps
 
 from aeq.core.catalog import IMAGE_SIDE
 from aeq.core.errors import InputError
@@ -30,6 +35,13 @@ IMAGE_FORMATS = ("PNG", "JPEG", "BMP")
 RESIZE_FILTER = Image.Resampling.LANCZOS
 # Far beyond any digit scan; refuses decompression bombs before their pixels are allocated.
 MAX_SOURCE_PIXELS = 8192 * 8192
+# Resized images above this size are shrunk by whole factors first (about 16 MB of RGBA here).
+REDUCE_ABOVE_PIXELS = 2048 * 2048
+# The side that first shrink aims for: 16x the final side, so the Lanczos step that follows
+# stays within a level or two of resizing the full image (measured: 8x was 5 levels off).
+REDUCED_SIDE = 16 * IMAGE_SIDE
+# EXIF orientations that turn the picture a quarter (width and height swap).
+_QUARTER_TURNS = frozenset({5, 6, 7, 8})
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
 _SIXTEEN_BIT_STEP = 257  # 65535 / 255
 _OPAQUE = 255
@@ -51,7 +63,7 @@ def decode_image(path: Path, resize: bool) -> np.ndarray:
     """
     _refuse_empty(path)
     try:
-        gray = _decode(path)
+        gray = _decode(path, resize)
     except InputError:
         raise
     except Image.DecompressionBombError:
@@ -79,23 +91,43 @@ def fit_to_side(gray: np.ndarray, resize: bool, label: str) -> np.ndarray:
     if (height, width) == (IMAGE_SIDE, IMAGE_SIDE):
         return gray
     if not resize:
-        raise InputError(
-            f"{label} is {width}x{height} pixels, not {IMAGE_SIDE}x{IMAGE_SIDE} "
-            "(pass --resize to resize it)"
-        )
+        _refuse_other_size(width, height, label)
     image = Image.fromarray(gray, mode="L")
     return np.asarray(image.resize((IMAGE_SIDE, IMAGE_SIDE), RESIZE_FILTER))
 
 
-def _decode(path: Path) -> np.ndarray:
+def _decode(path: Path, resize: bool) -> np.ndarray:
     with Image.open(path, formats=IMAGE_FORMATS) as image:
-        _refuse_huge(image, path)
+        _check_header_size(image, path, resize)  # Image.open reads the header only
         if image.format == "PNG":
             # load() skips IDAT checksums; verify() checks every chunk's CRC first.
             image.verify()
     with Image.open(path, formats=IMAGE_FORMATS) as image:
+        if image.width * image.height > REDUCE_ABOVE_PIXELS:
+            # Only reached with resize; draft() makes the JPEG decoder scale down by 1/2..1/8.
+            image.draft(image.mode, (REDUCED_SIDE, REDUCED_SIDE))
+            image.load()
+            return to_gray(ImageOps.exif_transpose(_reduced(image)))
         image.load()
         return to_gray(ImageOps.exif_transpose(image))
+
+
+def _reduced(image: Image.Image) -> Image.Image:
+    """Shrink a decoded image by whole factors toward ``REDUCED_SIDE`` (box averaging).
+
+    Palette and bilevel images are converted first (averaging palette indices means nothing),
+    16-bit gray to 32-bit (``reduce`` does not take it); RGBA is averaged premultiplied.
+    """
+    factors = (max(1, image.width // REDUCED_SIDE), max(1, image.height // REDUCED_SIDE))
+    if factors == (1, 1):
+        return image
+    if image.mode in ("P", "PA"):
+        image = image.convert("RGBA")
+    elif image.mode == "1":
+        image = image.convert("L")
+    elif image.mode in _SIXTEEN_BIT_MODES and image.mode != "I":
+        image = image.convert("I")
+    return image.reduce(factors)
 
 
 def to_gray(image: Image.Image) -> np.ndarray:
@@ -137,10 +169,31 @@ def _refuse_empty(path: Path) -> None:
         raise InputError(f"{path} is empty (0 bytes)")
 
 
-def _refuse_huge(image: Image.Image, path: Path) -> None:
+def _check_header_size(image: Image.Image, path: Path, resize: bool) -> None:
+    """Refuse from the header alone: implausibly large, or not 28 x 28 without ``resize``."""
     width, height = image.size
     if width * height > MAX_SOURCE_PIXELS:
         raise InputError(f"{path} is {width}x{height} pixels, too large to be a digit image")
+    if _orientation(image) in _QUARTER_TURNS:
+        width, height = height, width  # as it will be shown, and named below
+    if not resize and (width, height) != (IMAGE_SIDE, IMAGE_SIDE):
+        _refuse_other_size(width, height, str(path))
+
+
+def _orientation(image: Image.Image) -> int | None:
+    """The EXIF orientation if the header already holds it (a PNG's ``getexif`` would decode the
+    whole image to look for an eXIf chunk after the pixels)."""
+    if "exif" not in image.info:
+        return None
+    orientation = image.getexif().get(ExifTags.Base.Orientation)
+    return orientation if isinstance(orientation, int) else None
+
+
+def _refuse_other_size(width: int, height: int, label: str) -> NoReturn:
+    raise InputError(
+        f"{label} is {width}x{height} pixels, not {IMAGE_SIDE}x{IMAGE_SIDE} "
+        "(pass --resize to resize it)"
+    )
 
 
 def _has_known_signature(path: Path) -> bool:
