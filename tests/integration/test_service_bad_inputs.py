@@ -6,11 +6,18 @@ no output on disk.
 
 from __future__ import annotations
 
+import re
+import time
+
 import numpy as np
 import pytest
 from PIL import Image
 
+from tests.unit.input_support import HOSTILE_FILES
+
 pytestmark = pytest.mark.integration
+# A refusal reads a header, not the file's declared billions of items (a hang guard).
+HOSTILE_REFUSAL_S = 10.0
 
 
 def _corrupt_png(folder):
@@ -74,6 +81,24 @@ def test_bad_input_is_refused_before_queuing(service, redis_server, tmp_path, ma
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and bad.name in lines[0], lines
+    assert not out.exists()
+    assert redis_server.client().keys("aeq:*") == []
+
+
+@pytest.mark.parametrize(("make", "match"), list(HOSTILE_FILES.values()), ids=list(HOSTILE_FILES))
+def test_a_tiny_file_declaring_a_huge_array_is_refused_before_queuing(
+    service, redis_server, tmp_path, make, match
+):
+    bad = make(tmp_path)
+    out = tmp_path / "out"
+
+    started = time.monotonic()
+    result = service.aeq("denoise", str(bad), "-o", str(out))
+
+    assert time.monotonic() - started < HOSTILE_REFUSAL_S
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and re.search(match, lines[0]), lines[-5:]
     assert not out.exists()
     assert redis_server.client().keys("aeq:*") == []
 

@@ -5,7 +5,15 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import os
+import re
+import resource
+import subprocess
+import sys
+import time
+import tracemalloc
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +22,18 @@ from PIL import Image
 
 from aeq.core.errors import InputError
 from aeq.files.inputs import open_codes, open_images
-from tests.unit.input_support import SIDE, digits, save_png, write_idx
+from aeq.repository import ModelRepository
+from tests.unit.input_support import (
+    HOSTILE_FILES,
+    SIDE,
+    digits,
+    huge_png,
+    idx_header,
+    npy_header,
+    save_png,
+    write_idx,
+)
+from tests.unit.worker_support import tiny_repository
 
 
 def refused(paths: list[Path], match: str, resize: bool = False) -> str:
@@ -362,3 +381,174 @@ def test_codes_from_the_wrong_kind_of_file(tmp_path: Path) -> None:
         archive.writestr("a.npy", b"")
         archive.writestr("b.npy", b"")
     codes_refused(tmp_path / "two.npz", r"several arrays \(a, b\) but none named 'codes'")
+
+
+# --- Headers that declare more than the file holds -------------------------------------------
+
+# What opening a refused file may allocate: a read block (4 MiB) and change, never per item.
+OPEN_PEAK_BYTES = 16 * 2**20
+
+
+def refused_within_memory(paths: list[Path], match: str) -> str:
+    """``refused``, also asserting that opening allocated at most ``OPEN_PEAK_BYTES``."""
+    tracemalloc.start()
+    try:
+        message = refused(paths, match)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < OPEN_PEAK_BYTES, f"opening allocated {peak / 2**20:.0f} MiB"
+    return message
+
+
+def test_a_gzip_that_holds_less_than_it_plausibly_declares_stops_at_its_first_short_block(
+    tmp_path: Path,
+) -> None:
+    # 800 KB of noise does not compress, so a million images (784 MB) is within deflate's
+    # 1032:1 of the file's size: only reading can tell, and names must not be made up front.
+    noise = np.random.default_rng(0).integers(0, 256, 800_000, dtype=np.uint8).tobytes()
+    path = tmp_path / "t10k-images-idx3-ubyte.gz"
+    path.write_bytes(gzip.compress(idx_header((1_000_000, SIDE, SIDE)) + noise, compresslevel=1))
+    refused_within_memory(
+        [path], r"idx3-ubyte\.gz is truncated: its header promises 1000000 items, .* after 1020"
+    )
+
+
+def _with_listed_sizes(path: Path, file_size: int | None = None, compress_size: int | None = None):
+    """Rewrite the sizes a zip's central directory lists for its only member (where zipfile
+    reads them), leaving the data as it is."""
+    data = bytearray(path.read_bytes())
+    entry = data.index(b"PK\x01\x02")
+    for value, offset in ((compress_size, 20), (file_size, 24)):
+        if value is not None:
+            data[entry + offset : entry + offset + 4] = value.to_bytes(4, "little")
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.parametrize("compression", [zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED])
+def test_a_zip_directory_listing_more_than_its_member_can_unpack_to(
+    tmp_path: Path, compression: int
+) -> None:
+    declared = npy_header((5_000_000, SIDE, SIDE))  # 3.9 GB, what the directory will claim
+    with zipfile.ZipFile(tmp_path / "lie.npz", "w", compression) as archive:
+        archive.writestr("images.npy", declared + bytes(SIDE * SIDE))
+    _with_listed_sizes(tmp_path / "lie.npz", file_size=len(declared) + 5_000_000 * SIDE * SIDE)
+    refused_within_memory(
+        [tmp_path / "lie.npz"], r"lie\.npz\[images\] is corrupt: the archive says \d+ compressed"
+    )
+
+
+def test_a_zip_directory_listing_more_compressed_bytes_than_the_file_holds(
+    tmp_path: Path,
+) -> None:
+    np.savez_compressed(tmp_path / "cut.npz", images=digits(3))
+    _with_listed_sizes(tmp_path / "cut.npz", compress_size=2**31)
+    refused_within_memory([tmp_path / "cut.npz"], r"cut\.npz\[images\] is truncated")
+
+
+def test_a_npz_member_whose_header_declares_more_than_the_member_holds(tmp_path: Path) -> None:
+    with zipfile.ZipFile(tmp_path / "short.npz", "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("images.npy", npy_header((1000, SIDE, SIDE)) + bytes(SIDE * SIDE))
+    refused_within_memory(
+        [tmp_path / "short.npz"],
+        r"short\.npz\[images\] is truncated: its header promises 784000 bytes of data, "
+        r"the archive member holds 784$",
+    )
+
+
+@pytest.mark.parametrize("descr", ["<f8", "<i8", "|u1"])
+def test_a_npy_declaring_more_than_int64_can_count(tmp_path: Path, descr: str) -> None:
+    (tmp_path / "wrap.npy").write_bytes(npy_header((2**62, SIDE, SIDE), descr))
+    refused_within_memory([tmp_path / "wrap.npy"], r"wrap\.npy is truncated: .*holds 0$")
+
+
+def test_array_items_too_large_to_be_digits_are_refused_before_reading(tmp_path: Path) -> None:
+    path = tmp_path / "wide-idx3-ubyte"
+    header = idx_header((1, 9000, 9000))
+    path.write_bytes(header)
+    os.truncate(path, len(header) + 9000 * 9000)  # sparse: the right size, no data written
+    refused_within_memory([path], r"holds 9000x9000 images, too large to be digit images")
+    with pytest.raises(InputError, match="too large"):
+        open_images([path], resize=True)
+
+
+# --- Hostile files through the real CLI -------------------------------------------------------
+
+# Files of a few hundred bytes whose headers declare billions of items or pixels. The CLI runs
+# under an address-space cap far below what trusting those headers would allocate, and must
+# answer within seconds (a hang guard, not a timing target).
+CLI_MEMORY_CAP_BYTES = 1024**3
+CLI_TIMEOUT_S = 60
+CLI_FAST_S = 5.0
+AEQ = Path(sys.executable).parent / "aeq"
+
+
+@pytest.fixture(scope="module")
+def cli_repository(tmp_path_factory: pytest.TempPathFactory) -> ModelRepository:
+    return tiny_repository(tmp_path_factory.mktemp("models") / "repository")
+
+
+def _cap_memory() -> None:
+    resource.setrlimit(resource.RLIMIT_AS, (CLI_MEMORY_CAP_BYTES, CLI_MEMORY_CAP_BYTES))
+
+
+def run_capped(
+    repository: ModelRepository, *args: str
+) -> tuple[subprocess.CompletedProcess[str], float]:
+    """Run ``aeq ARGS`` in local mode under the memory cap; the result and its wall time."""
+    env = {key: value for key, value in os.environ.items() if key != "AEQ_BROKER_URL"}
+    env.update(AEQ_MODEL_REPOSITORY=str(repository.root), AEQ_PROVIDERS="cpu")
+    started = time.monotonic()
+    result = subprocess.run(
+        [str(AEQ), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=CLI_TIMEOUT_S,
+        preexec_fn=_cap_memory,
+    )
+    return result, time.monotonic() - started
+
+
+def test_the_memory_cap_leaves_room_for_a_real_job(
+    tmp_path: Path, cli_repository: ModelRepository
+) -> None:
+    np.save(tmp_path / "good.npy", digits(10))
+    result, _ = run_capped(
+        cli_repository, "reconstruct", str(tmp_path / "good.npy"), "-o", str(tmp_path / "out.npy")
+    )
+    assert result.returncode == 0, result.stderr
+    assert np.load(tmp_path / "out.npy").shape == (10, SIDE, SIDE)
+
+
+@pytest.mark.parametrize(("make", "match"), list(HOSTILE_FILES.values()), ids=list(HOSTILE_FILES))
+def test_a_tiny_file_declaring_a_huge_array_is_refused_at_once(
+    tmp_path: Path,
+    cli_repository: ModelRepository,
+    make: Callable[[Path], Path],
+    match: str,
+) -> None:
+    bad = make(tmp_path)
+    out = tmp_path / "out"
+
+    result, seconds = run_capped(cli_repository, "reconstruct", str(bad), "-o", str(out))
+
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert len(lines) == 1 and lines[0].startswith("error:"), lines[-5:]
+    assert re.search(match, lines[0]), lines[0]
+    assert not out.exists() and os.listdir(tmp_path) == [bad.name]
+    assert seconds < CLI_FAST_S
+
+
+def test_a_huge_image_is_resized_within_the_memory_cap(
+    tmp_path: Path, cli_repository: ModelRepository
+) -> None:
+    big = huge_png(tmp_path)  # converted whole, its 16-bit pixels took 1.4 GB
+    out = tmp_path / "out.npy"
+
+    result, _ = run_capped(cli_repository, "reconstruct", str(big), "--resize", "-o", str(out))
+
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert np.load(out).shape == (1, SIDE, SIDE)
