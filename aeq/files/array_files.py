@@ -102,6 +102,21 @@ class ArrayFile:
         except _STREAM_ERRORS as error:
             raise InputError(f"cannot read {self.label}: {error}") from None
 
+    def value(self) -> np.generic:
+        """The one value of a 0-d array.
+
+        Raises:
+            InputError: the data is missing or does not decompress.
+        """
+        try:
+            with self.open_data() as stream:
+                data = stream.read(self.dtype.itemsize)
+        except _STREAM_ERRORS as error:
+            raise InputError(f"cannot read {self.label}: {error}") from None
+        if self.shape != () or len(data) != self.dtype.itemsize:
+            raise InputError(f"{self.label} is truncated")
+        return np.frombuffer(data, self.dtype)[0]
+
     def _read_block(self, stream: IO[bytes], start: int, count: int) -> np.ndarray:
         wanted = count * self.row_bytes
         data = stream.read(wanted)
@@ -173,7 +188,7 @@ def open_npz_member(path: Path, key: str) -> ArrayFile:
             _check_member_size(info, path.stat().st_size, label)
             with archive.open(info) as member:
                 shape, dtype, offset = _read_npy_header(member, label)
-    except (*_ZIP_ERRORS, KeyError) as error:
+    except (*_STREAM_ERRORS, KeyError) as error:
         raise InputError(f"cannot read {label}: {error}") from None
 
     @contextmanager
@@ -196,7 +211,7 @@ def open_idx(path: Path) -> ArrayFile:
     try:
         with open_idx_stream(path) as stream:
             shape, offset = read_idx_header(stream, str(path))
-    except (OSError, EOFError) as error:
+    except (OSError, EOFError, zlib.error) as error:
         raise InputError(f"cannot read IDX file {path}: {error}") from None
 
     @contextmanager

@@ -91,11 +91,7 @@ def _npz_scalar(path: Path, key: str, kinds: str, convert: type) -> object:
     member = open_npz_member(path, key)
     if member.shape != () or member.dtype.kind not in kinds:
         raise InputError(f"{member.label} must be a single {convert.__name__}, not {member.dtype}")
-    with member.open_data() as stream:
-        value = np.frombuffer(stream.read(member.dtype.itemsize), member.dtype)
-    if value.size != 1:
-        raise InputError(f"{member.label} is truncated")
-    return convert(value[0])
+    return convert(member.value())
 
 
 def _read_sidecar(path: Path) -> dict[str, Any]:

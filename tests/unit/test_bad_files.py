@@ -8,6 +8,7 @@ import json
 import os
 import re
 import resource
+import struct
 import subprocess
 import sys
 import time
@@ -281,6 +282,27 @@ def test_npz_with_a_corrupted_member(tmp_path: Path) -> None:
     refused([tmp_path / "c.npz"], r"c\.npz\[images\].*(CRC|corrupt|Bad)")
 
 
+def _garbled_at_the_start_of_its_data(path: Path, member: str) -> Path:
+    """Overwrite the first compressed bytes of a zip member (deflate then fails at once)."""
+    with zipfile.ZipFile(path) as archive:
+        offset = archive.getinfo(member).header_offset
+    data = bytearray(path.read_bytes())
+    name_length, extra_length = struct.unpack("<HH", data[offset + 26 : offset + 30])
+    start = offset + 30 + name_length + extra_length
+    data[start : start + 4] = b"\xff" * 4
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_npz_whose_deflated_member_is_garbage_from_the_start(tmp_path: Path) -> None:
+    np.savez_compressed(tmp_path / "g.npz", images=digits(3))
+    _garbled_at_the_start_of_its_data(tmp_path / "g.npz", "images.npy")
+    refused([tmp_path / "g.npz"], r"cannot read .*g\.npz\[images\]: .*invalid block type")
+    np.savez_compressed(tmp_path / "c.npz", codes=np.zeros((2, 4), np.float32), version=2)
+    _garbled_at_the_start_of_its_data(tmp_path / "c.npz", "version.npy")
+    codes_refused(tmp_path / "c.npz", r"cannot read .*c\.npz\[version\]: .*invalid block type")
+
+
 def test_npz_with_ambiguous_arrays(tmp_path: Path) -> None:
     np.savez(tmp_path / "mnist.npz", x_train=digits(2), x_test=digits(2), y_train=np.arange(2))
     message = refused([tmp_path / "mnist.npz"], r"mnist\.npz holds several arrays")
@@ -315,6 +337,13 @@ def test_corrupt_gzip(tmp_path: Path) -> None:
     data[-6] ^= 0xFF  # the CRC of the uncompressed data, checked only at the end
     path.write_bytes(bytes(data))
     refused([path], r"cannot read .*idx3-ubyte\.gz")
+
+
+def test_gzip_whose_compressed_data_is_garbage_from_the_start(tmp_path: Path) -> None:
+    whole = gzip.compress(bytes(100))
+    path = tmp_path / "t10k-images-idx3-ubyte.gz"
+    path.write_bytes(whole[:10] + b"\xff" * 20 + whole[-8:])  # gzip header intact, deflate not
+    refused([path], r"cannot read IDX file .*idx3-ubyte\.gz: .*invalid block type")
 
 
 def test_idx_of_another_type(tmp_path: Path) -> None:
