@@ -45,6 +45,7 @@ def queue_job(context, images, op=Operation.DENOISE, model="denoising", chunk_si
         part = images[spec.chunk_start(chunk) : spec.chunk_start(chunk) + chunk_size]
         store.put_chunk(job, chunk, encode_array(part), [f"{chunk}-{i}" for i in range(len(part))])
         messages.append(ChunkMessage.for_array(job, chunk, op, model, 1, part).to_wire())
+    store.end_submission(job, spec.chunks)
     return job, messages
 
 
