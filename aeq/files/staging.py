@@ -62,14 +62,17 @@ def remove_empty(folders: list[Path]) -> None:
 
 
 def remove(path: Path) -> None:
-    """Delete a staged file or folder; missing is fine."""
+    """Delete a staged file or folder, best effort: this runs while another error is on its way
+    to the user, which must not be replaced by a traceback about cleanup."""
+    if not os.path.lexists(path):
+        return  # never created (on a read-only file system unlink says EROFS, not ENOENT)
     if _is_real_dir(path):
         shutil.rmtree(path, ignore_errors=True)
         return
     try:
         path.unlink()
-    except (FileNotFoundError, NotADirectoryError):
-        pass  # never created: nothing to remove
+    except OSError:
+        pass  # a hidden .partial- entry left behind is safe to delete later (module doc)
 
 
 def place(staged: Path, target: Path, overwrite: bool) -> None:

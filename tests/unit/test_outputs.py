@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -356,3 +357,25 @@ def _mapped_bytes(folder: Path) -> int:
         elif inside and fields[0] == "Rss:":
             total += int(fields[1]) * 1024
     return total
+
+
+@pytest.fixture
+def read_only_folder(tmp_path: Path):
+    """A folder on a read-only file system (a tmpfs mounted ro: root ignores permission bits)."""
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.fail(f"cannot mount a read-only tmpfs here: {mounted.stderr.decode().strip()}")
+    yield folder
+    subprocess.run(["umount", str(folder)], check=True)
+
+
+@pytest.mark.parametrize("name", ["out.npy", "out.npz", "pngs"])
+def test_a_read_only_folder_is_one_error_not_a_traceback(read_only_folder: Path, name: str):
+    """Cleaning up after the refused write used to raise its own OSError (EROFS, not ENOENT,
+    for a file never created), which replaced the user's error with a traceback."""
+    with pytest.raises(AeqError, match="Read-only file system"):
+        open_image_output(read_only_folder / name, 4, overwrite=False)
