@@ -66,12 +66,14 @@ OUTPUT_MISSING = -3
 _TAKE_CHUNK = """
 -- KEYS: job hash, chunk statuses, input     ARGV: chunk index, now
 -- Returns nil if the job is gone, else {job hash fields, finished?, input or nil}; marks the
--- job started when the chunk is about to run (pcall: a full Redis may refuse that mark, which
--- must not stop the chunk).
+-- job started when a chunk of its own is about to run (a stray index marks nothing; pcall: a
+-- full Redis may refuse that mark, which must not stop the chunk).
 if redis.call('EXISTS', KEYS[1]) == 0 then return false end
 local finished = redis.call('HEXISTS', KEYS[2], ARGV[1])
 local data = false
-if finished == 0 and redis.call('HGET', KEYS[1], 'cancelled') ~= '1' then
+local index = tonumber(ARGV[1])
+local fits = index >= 0 and index < tonumber(redis.call('HGET', KEYS[1], 'chunks'))
+if fits and finished == 0 and redis.call('HGET', KEYS[1], 'cancelled') ~= '1' then
   data = redis.call('GET', KEYS[3])
   redis.pcall('HSETNX', KEYS[1], 'started_at', ARGV[2])
 end

@@ -363,3 +363,12 @@ def test_completion_survives_a_server_that_forgot_its_scripts(store):
     store.client.script_flush()
     assert store.complete(job, done(0), b"out")
     assert store.output(job, 0) == b"out"
+
+
+def test_taking_a_stray_chunk_index_does_not_start_the_job(store):
+    job_spec = spec(total=10, chunk_size=4)
+    job = store.create(job_spec)
+    queue_all(store, job, job_spec)
+    taken = store.take(job, 999)
+    assert taken is not None and taken.data is None
+    assert store.get(job).started_at is None and store.get(job).state is JobState.QUEUED
