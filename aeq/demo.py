@@ -26,8 +26,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from aeq.core.catalog import NOISE_FACTOR
 from aeq.core.errors import AeqError, UsageError
-from aeq.core.noise import add_noise
 from aeq.core.settings import load_settings
 
 DEFAULT_OUT = Path("demo-output")
@@ -149,14 +149,11 @@ def _aeq_argv(args: tuple[str, ...] | list[str]) -> list[str]:
 
 
 def _write_noisy_digits(paths: DemoPaths, data: Path | None) -> None:
-    from training.data import load_mnist
+    from aeq.samples import mnist_test_digits, noisy_pixels
 
-    mnist = load_mnist(data, load_settings())
-    clean = mnist.test_images[:DEMO_DIGITS]
-    rng = np.random.default_rng(NOISE_SEED)
-    noisy = add_noise(clean.astype(np.float32) / 255.0, rng)
+    clean = mnist_test_digits(DEMO_DIGITS, data)
     np.save(paths.clean, clean)
-    np.save(paths.noisy, np.round(noisy * 255.0).astype(np.uint8))
+    np.save(paths.noisy, noisy_pixels(clean, NOISE_FACTOR, NOISE_SEED))
     console.print(
         f"\nwrote {DEMO_DIGITS} MNIST test digits to {paths.clean} and a noisy copy "
         f"(x + 0.5·N(0,1), clipped) to {paths.noisy}"
