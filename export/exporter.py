@@ -40,11 +40,6 @@ class ExportResult:
     parity: Mapping[Graph, GraphParity]
     sizes: Mapping[str, int]
 
-    @property
-    def max_parity_error(self) -> float:
-        """Largest max |diff| over the three graphs."""
-        return max(result.max_abs_diff for result in self.parity.values())
-
 
 def load_keras(trained: TrainedModel) -> keras.Model:
     """Load the trained Keras model and check it is the architecture its name says."""

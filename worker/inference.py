@@ -70,7 +70,7 @@ class ChunkResult:
 
 @dataclass(frozen=True)
 class LoadedGraph:
-    """An ONNX Runtime session with what ``run_chunk`` needs to feed it."""
+    """An ONNX Runtime session with what ``Engine.run`` needs to feed it."""
 
     session: onnxruntime.InferenceSession
     input_name: str
@@ -270,10 +270,3 @@ def process_engine(settings: Settings, concurrency: int = 1, require_gpu: bool =
     if _process_engine is None or _process_engine._pid != os.getpid():
         _process_engine = Engine(settings, concurrency, require_gpu)
     return _process_engine
-
-
-def run_chunk(
-    settings: Settings, version: ModelVersion, op: Operation, items: np.ndarray
-) -> ChunkResult:
-    """Run ``op`` with ``version`` on a chunk, with this process's shared engine."""
-    return process_engine(settings).run(version, op, items)
