@@ -123,8 +123,12 @@ def export_model(
         tolerance,
         label=name,
     )
-    config = version_config(trained, graphs, parity, len(flat_images), data_source, tolerance)
-    version = _publish(repository, name, onnx_bytes, config)
+    config = {
+        **version_config(trained.spec, graphs, parity),
+        "parity": {"tolerance": tolerance, "images": len(flat_images), "data_source": data_source},
+        "training": dict(trained.record),
+    }
+    version = publish(repository, name, onnx_bytes, config)
     sizes = {file: (version.path / file).stat().st_size for file in version.config["sha256"]}
     return ExportResult(version, parity, sizes)
 
@@ -135,21 +139,23 @@ def graph_file(graph: Graph) -> str:
 
 
 def version_config(
-    trained: TrainedModel,
+    spec: ModelSpec,
     graphs: Mapping[Graph, ConvertedGraph],
-    parity: Mapping[Graph, GraphParity],
-    image_count: int,
-    data_source: str,
-    tolerance: float = PARITY_ATOL,
+    parity: Mapping[Graph, GraphParity] | None = None,
 ) -> dict[str, Any]:
-    """The ``config.json`` content (the repository adds model, version, published_at, sha256)."""
-    spec = trained.spec
+    """What every published version's ``config.json`` holds, whoever converted it.
+
+    Each graph's file and signature (and its parity error, where the gate ran), the model's
+    dims, the opset and the library versions. Callers add what they alone know (the exporter its
+    parity run and training record, the benchmark where its weights came from); the repository
+    adds model, version, published_at and sha256.
+    """
     return {
         "graphs": {
             graph.value: {
                 "file": graph_file(graph),
                 **converted.signature(),
-                "parity_max_abs_diff": parity[graph].max_abs_diff,
+                **({"parity_max_abs_diff": parity[graph].max_abs_diff} if parity else {}),
             }
             for graph, converted in graphs.items()
         },
@@ -158,22 +164,17 @@ def version_config(
         "input_dims": list(spec.input_dims),
         "noisy_input": spec.noisy_input,
         "opset": ONNX_OPSET,
-        "parity": {
-            "tolerance": tolerance,
-            "images": image_count,
-            "data_source": data_source,
-        },
-        "training": dict(trained.record),
         "libraries": library_versions(),
     }
 
 
-def _publish(
+def publish(
     repository: ModelRepository,
     name: str,
     onnx_bytes: Mapping[Graph, bytes],
     config: Mapping[str, Any],
 ) -> ModelVersion:
+    """Publish the three graphs' ONNX bytes with ``config`` as the next version of ``name``."""
     with tempfile.TemporaryDirectory(prefix=f"aeq-export-{name}-") as folder:
         files = {}
         for graph, data in onnx_bytes.items():

@@ -9,7 +9,6 @@ same architecture untrained (same speed, different outputs, so no parity is clai
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,28 +66,13 @@ def prepare_models(
     return models
 
 
-def publish_converted(autoencoder: Any, spec: ModelSpec, repository: ModelRepository) -> Any:
+def publish_converted(
+    autoencoder: Any, spec: ModelSpec, repository: ModelRepository
+) -> ModelVersion:
     """Convert ``autoencoder``'s three graphs and publish them as the next version."""
-    from export.convert import ONNX_OPSET, convert_model, library_versions, serialized
-    from export.exporter import graph_file
+    from export.convert import convert_model, serialized
+    from export.exporter import publish, version_config
 
     graphs = convert_model(autoencoder, spec)
-    config = {
-        "graphs": {
-            graph.value: {"file": graph_file(graph), **converted.signature()}
-            for graph, converted in graphs.items()
-        },
-        "code_dim": spec.code_dim,
-        "code_dims": list(spec.code_dims),
-        "input_dims": list(spec.input_dims),
-        "noisy_input": spec.noisy_input,
-        "opset": ONNX_OPSET,
-        "libraries": library_versions(),
-        "benchmark": UNTRAINED,
-    }
-    with tempfile.TemporaryDirectory(prefix=f"aeq-bench-{spec.name}-") as folder:
-        files = {}
-        for graph, data in serialized(graphs).items():
-            files[graph_file(graph)] = path = Path(folder) / graph_file(graph)
-            path.write_bytes(data)
-        return repository.publish(spec.name, files, config)
+    config = {**version_config(spec, graphs), "benchmark": UNTRAINED}
+    return publish(repository, spec.name, serialized(graphs), config)
