@@ -1,14 +1,16 @@
 """A trained model as ``aeq train`` leaves it, found and vetted without importing TensorFlow.
 
     <training_dir>/<model>/model.keras    the Keras model
-                           record.json    the training record (``training.record.TrainingRecord``)
+                           record.json    the training record
+
+The folder's layout and the record's reading are ``training.record``'s (training writes them);
+this module adds what export asks of them.
 
 The export command uses this to refuse a missing or collapsed model before it loads TensorFlow.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,9 +18,7 @@ from typing import Any
 
 from aeq.core.catalog import MODELS, ModelSpec, model_spec
 from aeq.core.errors import CollapsedModelError, InputError, ModelNotFoundError
-
-MODEL_FILE = "model.keras"
-RECORD_FILE = "record.json"
+from training.record import MODEL_FILE, RECORD_FILE, read_record_data
 
 
 @dataclass(frozen=True)
@@ -54,13 +54,8 @@ def find_trained(training_dir: Path, name: str) -> TrainedModel:
             f"no trained {name} model at {folder / MODEL_FILE}; run 'aeq train {name}' "
             "or point --from / AEQ_TRAINING_DIR at the folder it wrote"
         )
-    try:
-        record = json.loads((folder / RECORD_FILE).read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise InputError(
-            f"cannot read the training record {folder / RECORD_FILE}: {error}"
-        ) from None
-    if not isinstance(record, dict) or not isinstance(record.get("collapsed"), bool):
+    record = read_record_data(folder)
+    if not isinstance(record.get("collapsed"), bool):
         raise InputError(
             f"{folder / RECORD_FILE} has no 'collapsed' verdict; cannot tell whether {name} trained"
         )

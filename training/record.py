@@ -1,11 +1,11 @@
-"""The training record: what ``aeq train`` writes beside each model as ``record.json``, and the
-atomic writing of a trained model's folder.
+"""The trained-model folder: what ``aeq train`` writes and ``aeq export`` reads.
 
 A trained model lives in ``<out>/<model>/`` as ``model.keras`` plus ``record.json`` (plain JSON,
-``TrainingRecord.to_json``). The folder is assembled under a temporary name and renamed into
-place, so a crash never leaves a model without its record or half a file. A collapsed model is
-written too (its record says ``"collapsed": true``, and export refuses it), so the failure can
-be inspected.
+``TrainingRecord.to_json``). ``read_record`` reads the record back typed; ``read_record_data``
+reads it as written, which is how export reads it, without TensorFlow. The folder is assembled
+under a temporary name and renamed into place, so a crash never leaves a model without its record
+or half a file. A collapsed model is written too (its record says ``"collapsed": true``, and
+export refuses it), so the failure can be inspected.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import json
 import math
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -79,10 +79,11 @@ class TrainingRecord:
     @classmethod
     def from_json(cls, text: str, origin: str = "record") -> TrainingRecord:
         """Parse ``record.json`` text; unknown keys are ignored, missing ones are an error."""
-        try:
-            raw = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise InputError(f"{origin} is not valid JSON: {error}") from None
+        return cls.from_dict(_json_object(text, origin), origin)
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any], origin: str = "record") -> TrainingRecord:
+        """The record from ``record.json``'s parsed content (see ``from_json``)."""
         names = {item.name for item in fields(cls)}
         try:
             return cls(**{key: value for key, value in raw.items() if key in names})
@@ -101,14 +102,33 @@ def _finite(value: Any) -> Any:
     return value
 
 
+def _json_object(text: str, origin: str) -> dict[str, Any]:
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise InputError(f"{origin} is not valid JSON: {error}") from None
+    if not isinstance(raw, dict):
+        raise InputError(f"{origin} is not a training record: not a JSON object")
+    return raw
+
+
 def read_record(model_dir: Path) -> TrainingRecord:
-    """Read ``<model_dir>/record.json``."""
+    """Read ``<model_dir>/record.json`` as a ``TrainingRecord`` (every field required)."""
+    return TrainingRecord.from_dict(read_record_data(model_dir), str(model_dir / RECORD_FILE))
+
+
+def read_record_data(model_dir: Path) -> dict[str, Any]:
+    """Read ``<model_dir>/record.json`` as the plain JSON object it holds, every key kept.
+
+    Export reads records this way: it records them whole in ``config.json`` and needs only the
+    ``collapsed`` verdict, so a record of an older (or newer) layout still exports.
+    """
     path = model_dir / RECORD_FILE
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as error:
-        raise InputError(f"cannot read training record {path}: {error}") from None
-    return TrainingRecord.from_json(text, origin=str(path))
+        raise InputError(f"cannot read the training record {path}: {error}") from None
+    return _json_object(text, str(path))
 
 
 def write_trained(

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from aeq.core.catalog import MODELS
+from aeq.core.errors import InputError
 from aeq.core.settings import load_settings
 from training import batches, metrics
 from training.data import MnistData, load_mnist
@@ -250,6 +251,21 @@ def test_write_trained_replaces_atomically_and_leaves_nothing_on_failure(tmp_pat
 def test_record_json_round_trip():
     record = _record(history={"loss": [0.3, 0.2]})
     assert TrainingRecord.from_json(record.to_json()) == record
+
+
+def test_a_record_that_is_not_a_json_object_is_one_input_error_for_training_and_export(tmp_path):
+    """Both readers of record.json go through training.record: a JSON list was an AttributeError
+    traceback from read_record."""
+    from export.trained import find_trained
+
+    folder = tmp_path / "vanilla"
+    folder.mkdir()
+    (folder / MODEL_FILE).write_bytes(b"model")
+    (folder / RECORD_FILE).write_text("[1, 2]")
+    with pytest.raises(InputError, match="record.json is not a training record"):
+        read_record(folder)
+    with pytest.raises(InputError, match="record.json is not a training record"):
+        find_trained(tmp_path, "vanilla")
 
 
 def test_record_json_is_strict_even_for_a_nan_loss():
