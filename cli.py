@@ -1,49 +1,108 @@
 """aeq's command line: a thin Typer layer over the packages that do the work.
 
 Each stage registers its own commands (``register(app)`` in its ``commands`` module). Those modules
-import TensorFlow, ONNX Runtime or Celery only inside the commands that need them, so ``aeq --help``
-is quick and the job-submitting commands never load TensorFlow.
+import TensorFlow, ONNX Runtime, Celery and redis-py only inside the commands that need them, so
+``aeq --help`` is quick and the job-submitting commands never load TensorFlow.
+
+Every way a command can fail on purpose ends the same way: one line ``error: …`` on stderr and an
+exit code (2 for what the user asked, 1 for the rest). That holds for Click's own usage errors
+(an unknown option, a missing argument, a value out of range) as well as aeq's (``AeqError``) and
+a Redis connection dropped mid-command.
 """
 
 from __future__ import annotations
 
+import functools
 import sys
-from typing import Any
+from collections.abc import Sequence
+from typing import Annotated, Any
 
-import redis
 import typer
 from rich.console import Console
 from rich.markup import escape
+from typer.core import TyperGroup
 
 import aeq.bench.commands
 import aeq.client.commands
 import aeq.demo
 import aeq.evaluation.commands
+import aeq.samples
 import export.commands
 import training.commands
 from aeq.core.errors import AeqError
 
+DISTRIBUTION = "aeq"
+HELP_OPTIONS = ["-h", "--help"]
+# Exit code of a Click usage error (and of aeq's UsageError).
+USAGE_EXIT_CODE = 2
+
 _stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+# Typer raises Click's exceptions; since Typer 0.29 from its own copy of Click. The base class is
+# found from a public subclass rather than imported from a private module.
+_ClickException: type[Exception] = next(
+    cls for cls in typer.BadParameter.__mro__ if cls.__name__ == "ClickException"
+)
 
 
-class _App(typer.Typer):
-    """Typer app that turns every ``AeqError`` into one line on stderr and its exit code."""
+class AeqGroup(TyperGroup):
+    """The ``aeq`` command group: whatever a command fails with on purpose becomes one line."""
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        windows_expand_args: bool = True,
+        **extra: Any,
+    ) -> Any:
+        """Run the command line; exit with the command's code, or print one line and exit."""
+        run = functools.partial(
+            super().main, args, prog_name, complete_var, False, windows_expand_args, **extra
+        )
+        if not standalone_mode:
+            return run()
         try:
-            return super().__call__(*args, **kwargs)
+            code = run()
+        except _ClickException as error:
+            code = _usage_error(error)
+        except typer.Abort:
+            code = _fail("aborted", 1)
         except AeqError as error:
-            _stderr.print(f"[bold red]error:[/] {error}")
-            sys.exit(error.exit_code)
-        except redis.RedisError as error:  # mid-command: a dropped connection, a refused write
-            _stderr.print(f"[bold red]error:[/] Redis: {redis_reason(error)}")
-            sys.exit(1)
-        except KeyboardInterrupt:
-            _stderr.print("interrupted")
-            sys.exit(130)
+            code = _fail(escape(str(error)), error.exit_code)
+        except Exception as error:
+            if not _is_redis_error(error):
+                raise  # a fault in aeq: Typer shows the traceback
+            code = _fail(f"Redis: {redis_reason(error)}", 1)  # mid-command: a dropped connection
+        sys.exit(code if isinstance(code, int) else 0)
 
 
-def redis_reason(error: redis.RedisError) -> str:
+def _fail(message: str, code: int) -> int:
+    _stderr.print(f"[bold red]error:[/] {message}")
+    return code
+
+
+def _usage_error(error: Any) -> int:
+    """Click's usage errors as one line naming the help to read (Click draws a boxed paragraph)."""
+    if type(error).__name__ == "NoArgsIsHelpError":  # bare ``aeq``: the message is the help
+        typer.echo(error.format_message(), err=True)
+        return int(error.exit_code)
+    message = error.format_message().strip().rstrip(".")
+    message = message[:1].lower() + message[1:]
+    context = getattr(error, "ctx", None)
+    if context is not None:
+        message += f"; see '{context.command_path} -h'"
+    return _fail(escape(message), int(error.exit_code))
+
+
+def _is_redis_error(error: Exception) -> bool:
+    # redis-py is imported only by the commands that talk to Redis; if it is not loaded, the
+    # error cannot be one of its own.
+    redis_module = sys.modules.get("redis")
+    return redis_module is not None and isinstance(error, redis_module.RedisError)
+
+
+def redis_reason(error: Exception) -> str:
     """The server's or the socket's reason, without the command redis-py quotes from a pipeline
     (which for a chunk's SET is 400 KB of pixels)."""
     text = str(error)
@@ -51,13 +110,40 @@ def redis_reason(error: redis.RedisError) -> str:
     return escape(text.splitlines()[0][:300] if text else type(error).__name__)
 
 
-app = _App(
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib import metadata  # only here: it costs as much as half of 'aeq -h'
+
+        typer.echo(f"aeq {metadata.version(DISTRIBUTION)}")
+        raise typer.Exit()
+
+
+app = typer.Typer(
     name="aeq",
-    help="Train autoencoders, export them to ONNX, and run batch jobs on them.",
+    cls=AeqGroup,
     no_args_is_help=True,
+    context_settings={"help_option_names": HELP_OPTIONS},
+    # Click's plain help: flags read as flags (Typer's rich panels print '--json <bool>') and it
+    # needs no rich.markdown, which keeps 'aeq -h' quick.
+    rich_markup_mode=None,
     pretty_exceptions_show_locals=False,
-    add_completion=False,
 )
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="Print aeq's version and exit.",
+        ),
+    ] = False,
+) -> None:
+    """Train autoencoders, export them to ONNX, and run batch jobs on them."""
+
 
 for stage in (
     training.commands,
@@ -65,6 +151,7 @@ for stage in (
     aeq.client.commands,
     aeq.evaluation.commands,
     aeq.bench.commands,
+    aeq.samples,
     aeq.demo,
 ):
     stage.register(app)

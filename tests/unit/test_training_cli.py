@@ -106,9 +106,9 @@ def test_train_all_reports_collapse_with_an_error(tmp_path, monkeypatch, collaps
     assert [call[0] for call in calls] == ["vanilla", "multilayer", "conv", "sparse", "denoising"]
     assert calls[0][1:] == (2, 5, 10, tmp_path / "out")
     if collapsing:
-        assert isinstance(result.exception, CollapsedModelError)
-        assert "conv collapsed" in str(result.exception)
-        assert "COLLAPSED" in result.output
+        assert result.exit_code == CollapsedModelError.exit_code == 1
+        assert "error: conv collapsed" in result.stderr
+        assert "COLLAPSED" in result.stdout
     else:
         assert result.exit_code == 0, result.output
         assert "COLLAPSED" not in result.output
