@@ -8,10 +8,12 @@ carries on with the other models, and the command ends with exit 1 naming the co
 
 from __future__ import annotations
 
-import os
+import json
+import sys
 import time
+from contextlib import redirect_stdout
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -19,16 +21,16 @@ from rich.table import Table
 
 from aeq.core.catalog import MODELS, model_spec
 from aeq.core.errors import CollapsedModelError, UsageError
+from aeq.core.options import JsonOption
 from aeq.core.settings import load_settings
 from training.data import MnistData, load_mnist
 from training.recipe import DEFAULT_RECIPE, RECIPES, TrainingConfig, recipe
+from training.tensorflow_logs import import_tensorflow_quietly
 
 if TYPE_CHECKING:
     from training.record import TrainingRecord
 
 ALL_MODELS = "all"
-# TensorFlow's C++ logging level: 2 hides its INFO and WARNING lines (set before importing it).
-TF_LOG_LEVEL = "2"
 
 _stdout = Console(highlight=False, soft_wrap=True)
 _stderr = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -63,10 +65,9 @@ def train(
         str,
         typer.Option("--recipe", help=f"{' or '.join(RECIPES)}: 'article' reproduces the article."),
     ] = DEFAULT_RECIPE,
+    as_json: JsonOption = False,
 ) -> None:
     """Train the article's autoencoders on MNIST; write model.keras and record.json for each."""
-    # Before anything can import TensorFlow (the keras download below, or training).
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", TF_LOG_LEVEL)
     settings = load_settings()
     names = model_names(model)
     options = {"epochs": epochs, "batch_size": batch_size, "seed": seed, "train_limit": limit}
@@ -76,9 +77,15 @@ def train(
         raise UsageError(str(error)) from None
     mnist = load_mnist(data, settings)
     out_dir = out if out is not None else settings.training_dir
-    _stdout.print(f"data: {mnist.source} ({len(mnist.train_images)} training images)")
-    records = train_all(configs, mnist, out_dir)
-    _stdout.print(summary_table(records, out_dir))
+    # With --json, stdout carries the JSON alone: the progress lines (Keras' too) go to stderr.
+    progress = _stderr if as_json else _stdout
+    progress.print(f"data: {mnist.source} ({len(mnist.train_images)} training images)")
+    with redirect_stdout(sys.stderr if as_json else sys.stdout):
+        records = train_all(configs, mnist, out_dir, progress)
+    if as_json:
+        print(json.dumps(training_json(records, out_dir), indent=2))
+    else:
+        _stdout.print(summary_table(records, out_dir))
     collapsed = [record for record in records if record.collapsed]
     if collapsed:
         raise CollapsedModelError(collapse_message(collapsed))
@@ -92,14 +99,15 @@ def model_names(model: str) -> list[str]:
 
 
 def train_all(
-    configs: dict[str, TrainingConfig], mnist: MnistData, out_dir: Path
+    configs: dict[str, TrainingConfig], mnist: MnistData, out_dir: Path, progress: Console = _stdout
 ) -> list[TrainingRecord]:
     """Train each model in turn, printing Keras' per-epoch lines and a warning per collapse."""
+    import_tensorflow_quietly()
     from training.train import train_model
 
     records = []
     for name, config in configs.items():
-        _stdout.print(
+        progress.print(
             f"[bold]{name}[/]: recipe {config.recipe} ({config.loss}, batch {config.batch_size}, "
             f"learning rate {config.learning_rate:g} {config.schedule}, "
             f"at most {config.epochs} epochs, seed {config.seed})"
@@ -112,10 +120,21 @@ def train_all(
                 f"[bold yellow]warning:[/] {name} collapsed: validation MSE "
                 f"{record.validation_mse:.4f} vs {record.baseline_mse:.4f} for the mean image"
             )
-        _stdout.print(
+        progress.print(
             f"{name}: test MSE {record.test_mse:.5f} in {time.monotonic() - started:.0f} s"
         )
     return records
+
+
+def training_json(records: list[TrainingRecord], out_dir: Path) -> dict[str, Any]:
+    """What ``aeq train --json`` prints: each model's record (as in record.json) and folder."""
+    return {
+        "trained_into": str(out_dir),
+        "models": [
+            {"path": str(out_dir / record.model), **json.loads(record.to_json())}
+            for record in records
+        ],
+    }
 
 
 def summary_table(records: list[TrainingRecord], out_dir: Path) -> Table:

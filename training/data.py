@@ -228,6 +228,9 @@ def _download() -> MnistData:
 
 
 def _keras_load_data() -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    from training.tensorflow_logs import import_tensorflow_quietly
+
+    import_tensorflow_quietly()  # keras loads TensorFlow
     from keras.datasets import mnist
 
     return mnist.load_data()
