@@ -7,21 +7,23 @@ repository's ``config.json`` files, so it stays TensorFlow-free like the worker.
 from __future__ import annotations
 
 import json
-import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from aeq.core.catalog import MODELS
-from aeq.core.errors import AeqError, ModelError, ModelNotFoundError
+from aeq.core.errors import AeqError, ModelError, ModelNotFoundError, UsageError
+from aeq.core.options import JsonOption, RepositoryOption
 from aeq.core.settings import Settings, load_settings
 from aeq.repository import ModelRepository
 from export.summary import ModelSummary, summarize
 from export.trained import find_trained, refuse_collapsed, trained_models
 from export.validate import load_parity_images
+from training.tensorflow_logs import import_tensorflow_quietly
 
 if TYPE_CHECKING:
     from export.exporter import ExportResult
@@ -37,10 +39,6 @@ FromOption = Annotated[
     typer.Option(
         "--from", help="Folder 'aeq train' wrote (default: AEQ_TRAINING_DIR or ./trained)."
     ),
-]
-RepositoryOption = Annotated[
-    Path | None,
-    typer.Option(help="Model repository (default: AEQ_MODEL_REPOSITORY or ./model_repository)."),
 ]
 DataOption = Annotated[
     Path | None,
@@ -61,6 +59,7 @@ def export_command(
     from_dir: FromOption = None,
     repository: RepositoryOption = None,
     data: DataOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Convert trained models to ONNX, check parity with Keras, publish the next version."""
     settings = load_settings().with_overrides(training_dir=from_dir, model_repository=repository)
@@ -68,8 +67,14 @@ def export_command(
     # Missing and collapsed models are refused before TensorFlow and the data are loaded.
     failures = _refused(names, settings.training_dir, raise_first=model != ALL_MODELS)
     ready = [name for name in names if name not in failures]
+    results: list[ExportResult] = []
     if ready:
-        failures += _export_each(ready, settings, data, raise_first=model != ALL_MODELS)
+        # With --json, stdout carries the JSON alone; people get one line per model on stderr.
+        show = _print_published if as_json else _print_export
+        results, failed = _export_each(ready, settings, data, model != ALL_MODELS, show)
+        failures += failed
+    if as_json:
+        print(json.dumps(_export_json(results, failures, settings.model_repository), indent=2))
     if failures:
         raise ModelError(f"export failed for {', '.join(failures)} (see above)")
 
@@ -107,15 +112,20 @@ def _refused(names: list[str], training_dir: Path, raise_first: bool) -> list[st
 
 
 def _export_each(
-    names: list[str], settings: Settings, data: Path | None, raise_first: bool
-) -> list[str]:
-    """Export each model in turn; return the names that failed (each reported on stderr)."""
+    names: list[str],
+    settings: Settings,
+    data: Path | None,
+    raise_first: bool,
+    show: Callable[[ExportResult], None],
+) -> tuple[list[ExportResult], list[str]]:
+    """Export each model in turn, showing each as it is published; return what was published
+    and the names that failed (each reported on stderr)."""
     images, source = load_parity_images(data, settings)
-    _quiet_tensorflow()
+    import_tensorflow_quietly()
     from export import exporter
 
     target = ModelRepository(settings.model_repository)
-    failed = []
+    published, failed = [], []
     for name in names:
         try:
             with _stderr.status(f"exporting {name}…"):
@@ -126,14 +136,33 @@ def _export_each(
             _stderr.print(f"[bold red]{name} failed:[/] {error}")
             failed.append(name)
             continue
-        _print_export(result)
-    return failed
+        show(result)
+        published.append(result)
+    return published, failed
 
 
-def _quiet_tensorflow() -> None:
-    # TensorFlow's C++ logging prints a screenful of device lines on import unless told not to;
-    # this must be set before the first import of tensorflow. 2 hides INFO and WARNING lines.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+def _export_json(results: list[ExportResult], failed: list[str], root: Path) -> dict[str, Any]:
+    """What ``aeq export --json`` prints: each published version, and the models that failed."""
+    return {
+        "repository": str(root),
+        "published": [
+            {
+                "model": result.version.model,
+                "version": result.version.version,
+                "path": str(result.version.path),
+                "parity_max_abs_diff": {
+                    graph.value: item.max_abs_diff for graph, item in result.parity.items()
+                },
+                "size_bytes": dict(result.sizes),
+            }
+            for result in results
+        ],
+        "failed": failed,
+    }
+
+
+def _print_published(result: ExportResult) -> None:
+    _stderr.print(f"[bold green]{result.version.label}[/] published to {result.version.path}")
 
 
 def _print_export(result: ExportResult) -> None:
@@ -147,10 +176,15 @@ def _print_export(result: ExportResult) -> None:
 
 def models_command(
     repository: RepositoryOption = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """List the published models: versions, latest, code size, test MSE, parity error, size."""
     settings: Settings = load_settings().with_overrides(model_repository=repository)
+    if not settings.model_repository.is_dir():
+        raise UsageError(
+            f"no model repository at {settings.model_repository}: give --repository (or "
+            "AEQ_MODEL_REPOSITORY), or make one with 'aeq train all' and 'aeq export all'"
+        )
     summaries = summarize(ModelRepository(settings.model_repository))
     if as_json:
         print(json.dumps([summary.to_json() for summary in summaries], indent=2))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -60,6 +61,24 @@ def test_export_all_publishes_the_good_ones_and_names_the_refused(workplace, tmp
     published = ModelRepository(repository)
     assert published.models() == ["vanilla"]
     assert "mnist.npz" in published.get("vanilla").config["parity"]["data_source"]
+
+
+def test_export_json_lists_what_was_published_and_what_failed(workplace, tmp_path):
+    repository = tmp_path / "repository"
+    result = run_aeq(
+        "export", "all", "--from", str(workplace / "trained"),
+        "--repository", str(repository), "--data", str(workplace / "mnist.npz"), "--json",
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    report = json.loads(result.stdout)
+    assert report["repository"] == str(repository) and report["failed"] == ["sparse"]
+    [vanilla] = report["published"]
+    assert (vanilla["model"], vanilla["version"]) == ("vanilla", 1)
+    assert vanilla["path"] == str(repository / "vanilla" / "1")
+    assert set(vanilla["parity_max_abs_diff"]) == {"autoencoder", "encoder", "decoder"}
+    encoder_bytes = (repository / "vanilla" / "1" / "encoder.onnx").stat().st_size
+    assert vanilla["size_bytes"]["encoder.onnx"] == encoder_bytes
+    assert f"vanilla@1 published to {repository / 'vanilla' / '1'}" in result.stderr
 
 
 def test_a_collapsed_model_fails_with_one_line_and_publishes_nothing(workplace, tmp_path):

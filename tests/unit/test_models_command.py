@@ -89,11 +89,20 @@ def test_json_lists_every_model_for_scripts(repository):
 
 
 def test_an_empty_repository_says_how_to_fill_it(tmp_path):
-    result = invoke("models", "--repository", str(tmp_path / "nothing"))
+    (tmp_path / "empty").mkdir()
+    result = invoke("models", "--repository", str(tmp_path / "empty"))
     assert result.exit_code == 0
     assert "no models published" in result.output and "aeq export all" in result.output
-    result = invoke("models", "--repository", str(tmp_path / "nothing"), "--json")
+    result = invoke("models", "--repository", str(tmp_path / "empty"), "--json")
     assert json.loads(result.output) == []
+
+
+@pytest.mark.parametrize("as_json", [[], ["--json"]])
+def test_a_repository_that_is_not_there_is_a_usage_error(tmp_path, as_json):
+    result = invoke("models", "--repository", str(tmp_path / "nothing"), *as_json)
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr.startswith("error: no model repository at ")
+    assert len(result.stderr.splitlines()) == 1
 
 
 def test_aeq_models_never_imports_tensorflow(repository):
