@@ -10,7 +10,7 @@ import shutil
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -63,12 +63,15 @@ class Options:
         seed: seeds the noise, PCA and t-SNE.
         overwrite: replace an existing output folder.
         command: the command line, recorded in the report.
+        progress: called with one line as each model loads and each stage starts and ends (the
+            command prints them on stderr: a full run takes minutes).
     """
 
     quick: bool = False
     seed: int = 0
     overwrite: bool = False
     command: str = "aeq evaluate all"
+    progress: Callable[[str], None] = lambda line: None
 
 
 def model_names(repository: ModelRepository, model: str) -> list[str]:
@@ -108,9 +111,13 @@ def evaluate(
     if out.exists() and not options.overwrite:
         raise OutputExistsError(f"{out} exists; pass --overwrite or choose another --out")
     engine = Engine(settings)
-    models = [load(repository, name, settings, engine) for name in model_names(repository, model)]
+    models = []
+    for name in model_names(repository, model):
+        models.append(load(repository, name, settings, engine))
+        options.progress(f"loaded {models[-1].label}")
     limits = (QUICK_TRAIN_IMAGES, QUICK_TEST_IMAGES) if options.quick else (None, None)
     eval_data = load_eval_data(data, settings, *limits)
+    options.progress(f"data: {eval_data.source}")
     staging = out.parent / f".{out.name}.staging-{uuid.uuid4().hex[:8]}"
     staging.mkdir(parents=True)
     try:
@@ -129,7 +136,7 @@ def measure_and_draw(
 ) -> dict[str, Any]:
     """Compute every section's numbers, draw the figures into ``folder``, return the metrics."""
     timings: dict[str, float] = {}
-    with _timed(timings, "models_and_pca"):
+    with _timed(timings, "models_and_pca", options.progress):
         pca = PcaBaseline(data.train_images, experiments.pca_sizes(models), options.seed)
         outputs = experiments.run_models(models, data)
     metrics: dict[str, Any] = {
@@ -150,10 +157,10 @@ def measure_and_draw(
         "features": lambda: experiments.features(outputs, pca, data),
     }
     for name, compute in sections.items():
-        with _timed(timings, name):
+        with _timed(timings, name, options.progress):
             metrics[name] = compute()
     points = QUICK_MAP_POINTS if options.quick else embedding.MAP_POINTS
-    with _timed(timings, "figures"):
+    with _timed(timings, "figures", options.progress):
         metrics["maps"] = draw_figures(folder, outputs, pca, data, metrics, points, options.seed)
     metrics["claims"] = [claim.as_dict() for claim in read_claims(metrics)]
     metrics["notes"] = notes(metrics)
@@ -163,10 +170,13 @@ def measure_and_draw(
 
 
 @contextmanager
-def _timed(timings: dict[str, float], key: str) -> Iterator[None]:
+def _timed(timings: dict[str, float], key: str, progress: Callable[[str], None]) -> Iterator[None]:
+    stage = key.replace("_", " ")
+    progress(f"{stage}...")
     started = time.monotonic()
     yield
     timings[key] = round(time.monotonic() - started, 1)
+    progress(f"{stage}: {timings[key]:.1f} s")
 
 
 def model_info(model: ServedModel) -> dict[str, Any]:

@@ -187,6 +187,30 @@ def test_sparsity_features_and_claims_are_consistent(evaluated):
     assert all(claim["verdict"] in allowed for claim in metrics["claims"])
 
 
+def test_progress_is_a_line_per_model_and_stage_on_stderr(evaluated):
+    _, metrics, done = evaluated
+    lines = done.stderr.splitlines()
+    for name in MODELS:
+        assert f"evaluate: loaded {name}@1" in lines
+    for stage in ("models and pca", "reconstruction", "denoising", "features", "figures"):
+        assert f"evaluate: {stage}..." in lines
+        assert any(line.startswith(f"evaluate: {stage}: ") for line in lines), stage
+    assert "evaluate:" not in done.stdout
+
+
+def test_json_prints_the_report_and_its_metrics_alone_on_stdout(repository, data_dir, tmp_path):
+    out = tmp_path / "report"
+    done = run_evaluate(
+        "vanilla", "--repository", str(repository), "--data", str(data_dir), "--out", str(out),
+        "--quick", "--json", cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    printed = json.loads(done.stdout)
+    assert printed["report"] == str(out / "report.md")
+    assert printed["metrics"] == json.loads((out / report.METRICS_FILE).read_text())
+    assert list(printed["metrics"]["models"]) == ["vanilla"]
+
+
 def test_existing_output_is_refused_without_overwrite(evaluated, repository, data_dir):
     out, metrics, _ = evaluated
     done = run_evaluate(
