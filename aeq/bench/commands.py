@@ -7,9 +7,11 @@ report goes to ``--out`` (default ``reports/bench/<timestamp>/``, git-ignored).
 
 from __future__ import annotations
 
-import os
+import json
+import sys
 import tempfile
 import time
+from contextlib import redirect_stdout
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -19,13 +21,12 @@ from rich.console import Console
 
 from aeq.core.catalog import MODELS
 from aeq.core.errors import UsageError
+from aeq.core.options import JsonOption
 
 if TYPE_CHECKING:
     from aeq.bench.suite import BenchConfig
 
 RESULTS_FOLDER = Path("reports") / "bench"
-# TensorFlow's C++ logging level: 2 hides its INFO and WARNING lines (set before importing it).
-TF_LOG_LEVEL = "2"
 
 _stdout = Console(highlight=False, soft_wrap=True)
 _stderr = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -113,6 +114,7 @@ def bench(
         str | None,
         typer.Option(help="Comma-separated chunk sizes of section 2's sweep (default 64...4096)."),
     ] = None,  # fmt: skip
+    as_json: JsonOption = False,
 ) -> None:
     """Benchmark inference engines, the service, latency, memory and FLOPs; write a report."""
     from aeq.bench.cluster import LAYOUTS
@@ -133,19 +135,30 @@ def bench(
         repository=repository,
     )
     folder = out or RESULTS_FOLDER / time.strftime("%Y%m%d-%H%M%S")
-    _run(config, folder)
+    _run(config, folder, as_json)
 
 
-def _run(config: BenchConfig, folder: Path) -> None:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", TF_LOG_LEVEL)
+def _run(config: BenchConfig, folder: Path, as_json: bool) -> None:
+    from training.tensorflow_logs import import_tensorflow_quietly
+
+    import_tensorflow_quietly()
     from aeq.bench import report, targets
     from aeq.bench.suite import run_suite
 
     sections, names = ", ".join(config.sections), ", ".join(config.models)
     _stderr.print(f"aeq bench: sections {sections}; models {names}; report in {folder}")
-    with tempfile.TemporaryDirectory(prefix="aeq-bench-") as scratch:
+    # With --json, stdout carries the JSON alone: anything the suite prints goes to stderr.
+    with (
+        tempfile.TemporaryDirectory(prefix="aeq-bench-") as scratch,
+        redirect_stdout(sys.stderr if as_json else sys.stdout),
+    ):
         results = run_suite(config, Path(scratch), lambda line: _stderr.print(f"  {line}"))
     results["verdicts"] = targets.verdicts(results["results"])
     json_path, markdown_path = report.write(results, folder)
-    _stdout.print(markdown_path.read_text())
+    if as_json:
+        # The report's own JSON file, as written (strict JSON, every number of the tables).
+        document = {"report": str(markdown_path), "results": json.loads(json_path.read_text())}
+        print(json.dumps(document, indent=2))
+    else:
+        _stdout.print(markdown_path.read_text())
     _stderr.print(f"report: {markdown_path} and {json_path}")
