@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -21,10 +22,13 @@ from aeq.client.signals import terminate_as_interrupt
 from aeq.client.views import stderr, stdout
 from aeq.core.catalog import Operation
 from aeq.core.errors import UsageError
+from aeq.core.options import JsonOption, RepositoryOption
 from aeq.core.settings import Settings, load_settings
-from aeq.queue.jobs import JobRecord
 from aeq.queue.protocol import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE
 from aeq.repository import ModelRepository, ModelVersion
+
+if TYPE_CHECKING:  # redis-py comes with it; 'aeq -h' does without
+    from aeq.queue.jobs import JobRecord
 
 InputsArgument = Annotated[
     list[Path],
@@ -71,6 +75,7 @@ def denoise(
     output: OutputOption = None,
     model: ModelOption = None,
     version: VersionOption = None,
+    repository: RepositoryOption = None,
     chunk_size: ChunkOption = DEFAULT_CHUNK_SIZE,
     resize: ResizeOption = False,
     overwrite: OverwriteOption = False,
@@ -85,6 +90,7 @@ def reconstruct(
     output: OutputOption = None,
     model: ModelOption = None,
     version: VersionOption = None,
+    repository: RepositoryOption = None,
     chunk_size: ChunkOption = DEFAULT_CHUNK_SIZE,
     resize: ResizeOption = False,
     overwrite: OverwriteOption = False,
@@ -99,6 +105,7 @@ def encode(
     output: OutputOption = None,
     model: ModelOption = None,
     version: VersionOption = None,
+    repository: RepositoryOption = None,
     chunk_size: ChunkOption = DEFAULT_CHUNK_SIZE,
     resize: ResizeOption = False,
     overwrite: OverwriteOption = False,
@@ -117,6 +124,7 @@ def decode(
     version: Annotated[
         int | None, typer.Option(min=1, help="Model version (default: the codes' version).")
     ] = None,
+    repository: RepositoryOption = None,
     chunk_size: ChunkOption = DEFAULT_CHUNK_SIZE,
     overwrite: OverwriteOption = False,
     no_wait: NoWaitOption = False,
@@ -124,7 +132,7 @@ def decode(
     """Decode codes back to images with the decoder of the model that made them."""
     from aeq.files.inputs import open_codes
 
-    settings = load_settings()
+    settings = load_settings().with_overrides(model_repository=repository)
     source = open_codes(codes)
     chosen = model or source.model
     if not chosen:
@@ -143,7 +151,7 @@ def decode(
 def _image_job(op: Operation, args: dict[str, Any]) -> None:
     from aeq.files.inputs import open_images
 
-    settings = load_settings()
+    settings = load_settings().with_overrides(model_repository=args["repository"])
     model = args["model"] or op.default_model or ""
     resolved = _resolve(settings, model, args["version"])
     source = open_images(args["inputs"], resize=args["resize"])
@@ -269,10 +277,7 @@ def _submit_and_follow(settings: Settings, submission: Any, output: Path, overwr
     views.print_summary(submission, state.items, output, record.providers(), started, job)
 
 
-def status(
-    job: JobArgument,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the status as JSON.")] = False,
-) -> None:
+def status(job: JobArgument, as_json: JsonOption = False) -> None:
     """Show a job's state, chunk counts, model, provider and timings."""
     record = _client().record(job)
     if as_json:
@@ -296,6 +301,7 @@ def results(
             "incomplete job), once no more will.",
         ),
     ] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Write a job's outputs (waiting for it to finish), then delete its data unless --keep."""
     from aeq.client.client import FollowState, incomplete_reason
@@ -314,6 +320,8 @@ def results(
     with terminate_as_interrupt():
         if partial:
             _write_partial(client, job, target, overwrite, keep)
+            if as_json:
+                _print_results_json(client, job, target)
             return
         started = time.perf_counter()
         state = FollowState()
@@ -323,6 +331,15 @@ def results(
             writer.commit()
     client.finish(job, keep)
     views.print_collected(client.record(job), target, state.items, started, keep)
+    if as_json:
+        _print_results_json(client, job, target)
+
+
+def _print_results_json(client: Any, job: str, output: Path) -> None:
+    """``aeq results --json``: the job's status, as ``aeq status --json`` shows it, and where its
+    outputs went."""
+    data = {**views.status_dict(client.record(job)), "output": str(output)}
+    stdout.print_json(json.dumps(data))
 
 
 def _write_partial(client: Any, job: str, target: Path, overwrite: bool, keep: bool) -> None:
@@ -354,12 +371,16 @@ def cancel(job: JobArgument) -> None:
 
 def jobs(
     limit: Annotated[int, typer.Option(min=1, help="How many jobs to list.")] = 20,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the list as JSON.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """List recent jobs, newest first."""
-    records: list[JobRecord] = _client().store.recent(limit)
+    store = _client().store
+    records: list[JobRecord] = store.recent(limit)
     if as_json:
-        stdout.print_json(json.dumps([views.status_dict(record) for record in records]))
+        # The list is read without chunk statuses (the table needs none); each job's JSON is the
+        # one 'aeq status --json' prints, providers, workers and inference time included.
+        full = [replace(record, statuses=store.statuses(record.id)) for record in records]
+        stdout.print_json(json.dumps([views.status_dict(record) for record in full]))
     else:
         views.print_jobs(records)
 
@@ -396,11 +417,12 @@ def worker(
     ] = False,
     loglevel: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
     hostname: Annotated[str | None, typer.Option(help="Worker name (default aeq@HOST).")] = None,
+    repository: RepositoryOption = None,
 ) -> None:
     """Run a Celery worker that serves aeq jobs (needs AEQ_BROKER_URL)."""
     from worker.launcher import LaunchOptions, start
 
-    settings = load_settings()
+    settings = load_settings().with_overrides(model_repository=repository)
     options = LaunchOptions(
         concurrency=concurrency or settings.worker_concurrency,
         threads=threads or settings.threads_per_process,

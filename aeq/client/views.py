@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.progress import (
@@ -27,7 +27,9 @@ from rich.table import Table
 from rich.text import Text
 
 from aeq.core.catalog import Operation
-from aeq.queue.jobs import JobRecord
+
+if TYPE_CHECKING:  # redis-py comes with it; 'aeq -h' does without
+    from aeq.queue.jobs import JobRecord
 
 stdout = Console(highlight=False, soft_wrap=True)
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -136,10 +138,15 @@ def _iso(timestamp: float | None) -> str | None:
 
 
 def status_dict(record: JobRecord) -> dict[str, Any]:
-    """A job's status as plain data (``aeq status --json``)."""
+    """A job's status as plain data (``aeq status --json``, and ``jobs`` and ``results``).
+
+    ``seconds`` runs from submission to the end (or to now while the job is unfinished): the
+    time a user waits, queueing included, not only the span of the chunks' runs (which for a
+    one-chunk job read "0.00 s").
+    """
     spec = record.spec
     end = record.finished_at or time.time()
-    elapsed = end - record.started_at if record.started_at else None
+    elapsed = end - record.created_at
     return {
         "job": record.id,
         "state": record.state.value,
@@ -161,7 +168,7 @@ def status_dict(record: JobRecord) -> dict[str, Any]:
         "started_at": _iso(record.started_at),
         "finished_at": _iso(record.finished_at),
         "collected_at": _iso(record.collected_at),
-        "seconds": None if elapsed is None else round(elapsed, 3),
+        "seconds": round(elapsed, 3),
         "inference_seconds": round(sum(s.seconds for s in record.statuses.values()), 3),
         "failures": [{"chunk": s.chunk, "reason": s.reason} for s in record.failures()],
     }
@@ -187,7 +194,7 @@ def print_status(record: JobRecord) -> None:
         ("started", data["started_at"] or "-"),
         ("finished", data["finished_at"] or "-"),
         ("collected", data["collected_at"] or "-"),
-        ("elapsed", "-" if data["seconds"] is None else f"{data['seconds']:.2f} s"),
+        ("elapsed", f"{data['seconds']:.2f} s"),
         ("inference", f"{data['inference_seconds']:.2f} s in workers"),
     ]
     for name, value in rows:
