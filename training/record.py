@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from aeq.core.durable import staged_folder
 from aeq.core.errors import InputError
 
 MODEL_FILE = "model.keras"
@@ -137,28 +136,6 @@ def write_trained(
     """Write ``model.keras`` (via ``save_model(path)``) and ``record.json`` into ``model_dir``
     atomically: both appear together, replacing what was there, or nothing changes.
     """
-    model_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{model_dir.name}.", dir=model_dir.parent))
-    try:
+    with staged_folder(model_dir) as staging:
         save_model(staging / MODEL_FILE)
         (staging / RECORD_FILE).write_text(record.to_json(), encoding="utf-8")
-        _replace_folder(staging, model_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-
-
-def _replace_folder(new: Path, target: Path) -> None:
-    """Rename ``new`` onto ``target``; an existing target is moved aside first, then deleted."""
-    if not target.exists():
-        new.rename(target)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
-    old.rmdir()
-    target.rename(old)
-    try:
-        new.rename(target)
-    except BaseException:
-        old.rename(target)
-        raise
-    shutil.rmtree(old, ignore_errors=True)

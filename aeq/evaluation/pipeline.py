@@ -6,10 +6,8 @@ so an interrupted run leaves no half-written report behind.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import time
-import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from aeq.core.catalog import MODELS, NOISE_FACTOR, PIXELS_PER_IMAGE
+from aeq.core.durable import staged_folder
 from aeq.core.errors import ModelNotFoundError, OutputExistsError
 from aeq.core.noise import add_noise
 from aeq.core.settings import Settings
@@ -118,16 +117,11 @@ def evaluate(
     limits = (QUICK_TRAIN_IMAGES, QUICK_TEST_IMAGES) if options.quick else (None, None)
     eval_data = load_eval_data(data, settings, *limits)
     options.progress(f"data: {eval_data.source}")
-    staging = out.parent / f".{out.name}.staging-{uuid.uuid4().hex[:8]}"
-    staging.mkdir(parents=True)
-    try:
+    with staged_folder(out) as staging:
         metrics = measure_and_draw(staging, models, eval_data, options)
         metrics["duration_s"] = time.monotonic() - started
         report.write_metrics(staging, metrics)
         report.write_report(staging, metrics)
-        _move_into_place(staging, out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return out
 
 
@@ -301,12 +295,3 @@ def git_commit() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return f"{commit}+dirty" if dirty else commit
-
-
-def _move_into_place(staging: Path, out: Path) -> None:
-    # An old report is moved aside first and removed after, so `out` is never half old, half new.
-    old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-    if out.exists():
-        out.rename(old)
-    staging.rename(out)
-    shutil.rmtree(old, ignore_errors=True)

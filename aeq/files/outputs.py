@@ -35,7 +35,7 @@ from typing import IO
 import numpy as np
 
 from aeq.core.catalog import IMAGE_SIDE
-from aeq.core.durable import fsync_file, fsync_folder
+from aeq.core.durable import fsync_file, fsync_folder, remove_quietly
 from aeq.core.errors import AeqError, JobError, UsageError
 from aeq.files import staging
 from aeq.files.array_files import NPZ_NAMES_KEY
@@ -196,7 +196,7 @@ class _Writer:
         if self._sink is not None:
             self._sink.close()
         for path in self._staged:
-            staging.remove(path)
+            remove_quietly(path)
         staging.remove_empty(self._created_parents)
 
     def _open_sink(self, make: Callable[[], _StagedArray | _PngFolder]) -> None:
@@ -229,7 +229,7 @@ class _Writer:
                     np.lib.format.write_array(member, array, allow_pickle=False)
         fsync_file(archive)
         staging.place(archive, self.path, self._overwrite)
-        staging.remove(staged.path)
+        remove_quietly(staged.path)
 
     def _check_array(self, array: np.ndarray) -> np.ndarray:
         raise NotImplementedError

@@ -5,29 +5,25 @@ file system, so the final rename is atomic), fsyncs it, then renames it over the
 existing target is refused up front unless overwriting was asked for, and even then it is only
 replaced at the very end, so a failed job leaves the old output untouched. Folders cannot be
 renamed over atomically; an existing folder is moved aside, the new one renamed in, and the old
-one deleted. A process killed outright (SIGKILL, power loss) can leave a ``.partial-`` entry
-behind; it is hidden, never mistaken for an output, and safe to delete.
+one deleted (``aeq.core.durable.replace_folder``). A process killed outright (SIGKILL, power
+loss) can leave a ``.partial-`` or ``.replaced-`` entry behind; it is hidden, never mistaken for
+an output, and safe to delete.
 """
 
 from __future__ import annotations
 
 import os
-import secrets
-import shutil
 from pathlib import Path
 
-from aeq.core.durable import fsync_folder
+from aeq.core.durable import fsync_folder, hidden_sibling, replace_folder
 from aeq.core.errors import AeqError, OutputExistsError
 
 PARTIAL_MARK = ".partial-"
-ASIDE_MARK = ".replaced-"
-_RANDOM_BYTES = 4
 
 
 def partial_path(target: Path, suffix: str = "") -> Path:
     """A fresh hidden staging path beside ``target``: ``.<name>.partial-<random><suffix>``."""
-    token = secrets.token_hex(_RANDOM_BYTES)
-    return target.with_name(f".{target.name}{PARTIAL_MARK}{token}{suffix}")
+    return hidden_sibling(target, PARTIAL_MARK, suffix)
 
 
 def refuse_existing(target: Path, overwrite: bool) -> None:
@@ -61,20 +57,6 @@ def remove_empty(folders: list[Path]) -> None:
             return  # something else lives there now: leave it and everything above it
 
 
-def remove(path: Path) -> None:
-    """Delete a staged file or folder, best effort: this runs while another error is on its way
-    to the user, which must not be replaced by a traceback about cleanup."""
-    if not os.path.lexists(path):
-        return  # never created (on a read-only file system unlink says EROFS, not ENOENT)
-    if _is_real_dir(path):
-        shutil.rmtree(path, ignore_errors=True)
-        return
-    try:
-        path.unlink()
-    except OSError:
-        pass  # a hidden .partial- entry left behind is safe to delete later (module doc)
-
-
 def place(staged: Path, target: Path, overwrite: bool) -> None:
     """Rename a fully written, synced ``staged`` file or folder to ``target``.
 
@@ -85,10 +67,7 @@ def place(staged: Path, target: Path, overwrite: bool) -> None:
     if not overwrite:
         _place_new(staged, target)
     elif os.path.lexists(target) and (_is_real_dir(staged) or _is_real_dir(target)):
-        aside = target.with_name(f".{target.name}{ASIDE_MARK}{secrets.token_hex(_RANDOM_BYTES)}")
-        os.rename(target, aside)
-        os.rename(staged, target)
-        remove(aside)
+        replace_folder(staged, target)
     else:
         os.replace(staged, target)
     fsync_folder(target.parent)
