@@ -1,9 +1,9 @@
 """Run one job the way ``aeq denoise/reconstruct IN.npy -o OUT.npy`` does, timing every phase.
 
 ``run_job`` goes through the same calls as the CLI's waiting path (``aeq.files.inputs.open_images``,
-``aeq.client.client.JobClient.submit`` with outputs written between chunks, ``follow``, the staged
-writer's ``commit``, ``finish``), minus the progress bar. It times each phase from the outside:
-the job store, the input source and the output writer are wrapped in timing proxies, so no
+``aeq.client.client.submit_collecting``, ``follow``, the staged writer's ``commit``, ``finish``),
+minus the progress bar. It times each phase from the outside: the job store, the input source,
+the output writer and the client's between-chunk ``follow`` are wrapped in timing proxies, so no
 worker/ code is changed to be measured. Publishing the Celery messages is what is left of the
 submit loop once the input reads, the Redis writes and the outputs written between chunks are
 taken out.
@@ -39,6 +39,8 @@ WRITE = "client: write outputs"
 COMMIT = "client: commit the output file (fsync, rename)"
 CLEANUP = "client: delete job data"
 OTHER = "client: other"
+# Outputs written between chunks while submitting: timed apart, to be taken out of PUBLISH.
+COLLECT = "collect outputs between chunks"
 # A job that has not finished after this long (plus a second per 1,000 items) is cancelled, so a
 # broken worker fails the benchmark instead of hanging it.
 JOB_TIMEOUT_S = 120.0
@@ -184,7 +186,7 @@ def run_job(
         watchdog(client, jobs, job_timeout_s(source.total)),
     ):
         timed_writer = TimedProxy(writer, watch, {"write": WRITE, "commit": COMMIT})
-        job = _submit(client, submission, timed_writer, state, watch, jobs)
+        job = _submit(client, submission, timed_writer, state, watch, jobs.append)
         client.follow(job, timed_writer, state)
         timed_writer.commit()
     record = client.record(job)
@@ -202,28 +204,24 @@ def run_job(
 
 
 def _submit(
-    client: Any, submission: Any, writer: Any, state: Any, watch: Stopwatch, jobs: list[str]
+    client: Any,
+    submission: Any,
+    writer: Any,
+    state: Any,
+    watch: Stopwatch,
+    on_created: Callable[[str], None],
 ) -> str:
-    """``client.submit`` writing ready outputs between chunks, as the CLI does."""
-    job = ""
-    between = 0.0
+    """``submit_collecting``, as the CLI calls it, with the time left to publishing worked out."""
+    from aeq.client.client import submit_collecting
 
-    def write_ready(new_job: str) -> None:
-        nonlocal job, between
-        job = new_job
-        if not jobs:
-            jobs.append(job)
-        started = time.perf_counter()
-        client.follow(job, writer, state, block=False)
-        between += time.perf_counter() - started
-
+    collecting = Stopwatch()
+    timed_client: Any = TimedProxy(client, collecting, {"follow": COLLECT})
     before = dict(watch.seconds)
     started = time.perf_counter()
-    job = client.submit(submission, between_chunks=write_ready)
-    jobs.append(job)
+    job = submit_collecting(timed_client, submission, writer, state, on_created=on_created)
     loop = time.perf_counter() - started
     timed = sum(watch.seconds[p] - before.get(p, 0.0) for p in (READ, CREATE, STORE_INPUT))
-    watch.seconds[PUBLISH] += max(0.0, loop - timed - between)
+    watch.seconds[PUBLISH] += max(0.0, loop - timed - collecting.seconds[COLLECT])
     return job
 
 

@@ -397,6 +397,30 @@ class JobClient:
         self.store.mark_collected(job, keep)
 
 
+def submit_collecting(
+    client: JobClient,
+    submission: Submission,
+    writer: ChunkWriter,
+    state: FollowState,
+    on_progress: Progress | None = None,
+    on_created: Callable[[str], None] | None = None,
+) -> str:
+    """Queue ``submission`` and, between its chunks, write the outputs already finished; return
+    the job id.
+
+    What every submitter that waits for its results does (``aeq denoise -o``, the Python API's
+    queued verbs, ``aeq bench``): collecting while queuing keeps Redis from holding a large job's
+    inputs and outputs all at once. The caller then follows the job to its end with
+    ``client.follow(job, writer, state)``, and decides what an interrupt means at each step.
+    ``on_created`` is ``JobClient.submit``'s.
+    """
+
+    def collect_ready(job: str) -> None:
+        client.follow(job, writer, state, on_progress, block=False)
+
+    return client.submit(submission, between_chunks=collect_ready, on_created=on_created)
+
+
 def _output_array(job: str, spec: JobSpec, chunk: int, raw: bytes | None) -> np.ndarray:
     """A finished chunk's output bytes as the array they encode, after checking their size."""
     count = spec.chunk_count(chunk)

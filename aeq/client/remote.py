@@ -287,18 +287,14 @@ def run_queued(settings: Settings, submission: Submission) -> np.ndarray:
     Redis does not hold a large job's outputs and inputs all at once. Interrupted
     (``KeyboardInterrupt``), the job is cancelled: nobody holds its id to collect it later.
     """
-    from aeq.client.client import FollowState, JobClient
+    from aeq.client.client import FollowState, JobClient, submit_collecting
     from aeq.files.memory import ArrayWriter
 
     client = JobClient(settings, notify=logger.warning)
     spec = submission.spec()
     writer = ArrayWriter.for_job(spec.op, spec.total, spec.code_dim)
     state = FollowState()
-
-    def collect_ready(job: str) -> None:
-        client.follow(job, writer, state, block=False)
-
-    job = client.submit(submission, between_chunks=collect_ready)
+    job = submit_collecting(client, submission, writer, state)
     try:
         client.follow(job, writer, state)
     except KeyboardInterrupt:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from worker_support import random_images, tiny_repository
 
-from aeq.client.client import FollowState, JobClient, Submission
+from aeq.client.client import FollowState, JobClient, Submission, submit_collecting
 from aeq.client.local import run_local
 from aeq.core.catalog import Operation
 from aeq.core.errors import BrokerError, JobError, StoreFullError
@@ -129,6 +129,41 @@ def test_follow_of_a_finished_job_needs_no_notices(settings, repository, context
     writer = ArrayWriter(6, (64,), np.float32)
     state = client.follow(job, writer)
     assert state.items == 6 and sorted(writer.writes) == [0, 4]
+
+
+class WorkingSource(ArraySource):
+    """Runs the chunks queued so far, as a quick worker would, before reading the next one."""
+
+    def __init__(self, array: np.ndarray, context: WorkerContext) -> None:
+        super().__init__(array)
+        self.context = context
+
+    def chunks(self, size):
+        ran = 0
+        for chunk in super().chunks(size):
+            for message in queued_messages(self.context.store.client)[ran:]:
+                process_chunk(self.context, message)
+                ran += 1
+            yield chunk
+
+
+def test_submit_collecting_writes_the_chunks_that_finish_while_queuing(
+    settings, repository, context
+):
+    images = random_images(10)
+    version = repository.get("denoising")
+    submission = Submission(Operation.DENOISE, version, WorkingSource(images, context), 4)
+    writer, state, progress = ArrayWriter(10, (28, 28), np.uint8), FollowState(), []
+    client = JobClient(settings)
+
+    job = submit_collecting(client, submission, writer, state, progress.append)
+
+    assert writer.writes == [0, 4] and progress == [0, 4, 8]  # chunk 2 had not run yet
+    process_chunk(context, queued_messages(context.store.client)[2])
+    client.follow(job, writer, state)
+    assert writer.writes == [0, 4, 8]
+    expected = context.engine.run(version, Operation.DENOISE, images).array
+    np.testing.assert_array_equal(writer.array, expected)
 
 
 def test_a_failed_chunk_fails_the_follow_after_the_rest(settings, repository, context):
