@@ -31,10 +31,7 @@ import export.commands
 import training.commands
 from aeq.core.errors import AeqError
 
-DISTRIBUTION = "aeq"
 HELP_OPTIONS = ["-h", "--help"]
-# Exit code of a Click usage error (and of aeq's UsageError).
-USAGE_EXIT_CODE = 2
 
 _stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 # Typer raises Click's exceptions; since Typer 0.29 from its own copy of Click. The base class is
@@ -112,9 +109,7 @@ def redis_reason(error: Exception) -> str:
 
 def _print_version(value: bool) -> None:
     if value:
-        from importlib import metadata  # only here: it costs as much as half of 'aeq -h'
-
-        typer.echo(f"aeq {metadata.version(DISTRIBUTION)}")
+        typer.echo(f"aeq {aeq.__version__}")  # from the package metadata, read on first use
         raise typer.Exit()
 
 
