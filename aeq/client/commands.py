@@ -232,7 +232,7 @@ def _submit_only(settings: Settings, submission: Any, output: Path | None, overw
     with views.progress_bar(submission.source.total, submission.op, "queued") as advance:
         job = client.submit(submission, on_queued=advance, on_created=_announce)
     stdout.print(job)
-    hint = f" -o {output}" if output is None else ""
+    hint = " -o OUT" if output is None else ""  # a given -o is remembered as the default
     stderr.print(
         f"queued job {job}: {submission.source.total} items in "
         f"{submission.spec().chunks} chunks; 'aeq status {job}', 'aeq results {job}{hint}'"
