@@ -13,6 +13,7 @@ a Redis connection dropped mid-command.
 from __future__ import annotations
 
 import functools
+import importlib
 import sys
 from collections.abc import Sequence
 from typing import Annotated, Any
@@ -22,13 +23,6 @@ from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperGroup
 
-import aeq.bench.commands
-import aeq.client.commands
-import aeq.demo
-import aeq.evaluation.commands
-import aeq.samples
-import export.commands
-import training.commands
 from aeq.core.errors import AeqError
 
 HELP_OPTIONS = ["-h", "--help"]
@@ -109,6 +103,8 @@ def redis_reason(error: Exception) -> str:
 
 def _print_version(value: bool) -> None:
     if value:
+        import aeq
+
         typer.echo(f"aeq {aeq.__version__}")  # from the package metadata, read on first use
         raise typer.Exit()
 
@@ -140,16 +136,33 @@ def _main(
     """Train autoencoders, export them to ONNX, and run batch jobs on them."""
 
 
-for stage in (
-    training.commands,
-    export.commands,
-    aeq.client.commands,
-    aeq.evaluation.commands,
-    aeq.bench.commands,
-    aeq.samples,
-    aeq.demo,
-):
-    stage.register(app)
+# The commands of each side, in --help order. The last three come with the train/eval extras (the
+# worker image leaves them out): where they are not installed, their commands are not offered.
+STAGES = (
+    "training.commands",
+    "export.commands",
+    "aeq.client.commands",
+    "worker.commands",
+    "aeq.samples",
+    "aeq.evaluation.commands",
+    "aeq.bench.commands",
+    "aeq.demo",
+)
+OPTIONAL_STAGES = ("aeq.evaluation", "aeq.bench", "aeq.demo")
+
+
+def _register_stages(app: typer.Typer) -> None:
+    for name in STAGES:
+        try:
+            stage = importlib.import_module(name)
+        except ModuleNotFoundError as error:
+            if error.name is None or not error.name.startswith(OPTIONAL_STAGES):
+                raise
+            continue
+        stage.register(app)
+
+
+_register_stages(app)
 
 
 if __name__ == "__main__":

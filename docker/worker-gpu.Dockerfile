@@ -30,14 +30,18 @@ RUN python requirements.py pyproject.toml > requirements.txt \
 
 FROM deps AS wheel
 COPY . /src
-RUN pip wheel --no-deps --no-build-isolation --wheel-dir /wheels /src
+# The serving side only: the benchmark, the quality report and the demo are extras (with their
+# commands) that a worker never runs, so its wheel is built without them.
+RUN rm -r /src/aeq/bench /src/aeq/evaluation /src/aeq/demo.py \
+    && pip wheel --no-deps --no-build-isolation --wheel-dir /wheels /src
 
 FROM deps AS worker
 COPY --chmod=0755 docker/gpu-workers.sh /usr/local/bin/aeq-gpu-workers
 RUN --mount=type=bind,from=wheel,source=/wheels,target=/wheels \
     pip install --no-deps /wheels/*.whl \
     && python -c "import worker.app, cli" \
-    && ! python -c "import tensorflow" 2>/dev/null
+    && ! python -c "import tensorflow" 2>/dev/null \
+    && ! python -c "import aeq.bench" 2>/dev/null
 WORKDIR /home/aeq
 USER 10001:10001
 ENV AEQ_MODEL_REPOSITORY=/models \

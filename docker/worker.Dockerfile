@@ -26,14 +26,18 @@ RUN python requirements.py pyproject.toml --cpu-only > requirements.txt \
 # aeq's own wheel, built offline from the source (setuptools came with the dependencies).
 FROM deps AS wheel
 COPY . /src
-RUN pip wheel --no-deps --no-build-isolation --wheel-dir /wheels /src
+# The serving side only: the benchmark, the quality report and the demo are extras (with their
+# commands) that a worker never runs, so its wheel is built without them.
+RUN rm -r /src/aeq/bench /src/aeq/evaluation /src/aeq/demo.py \
+    && pip wheel --no-deps --no-build-isolation --wheel-dir /wheels /src
 
 # The installed application, shared by the two targets below.
 FROM deps AS app
 RUN --mount=type=bind,from=wheel,source=/wheels,target=/wheels \
     pip install --no-deps /wheels/*.whl \
     && python -c "import onnxruntime, worker.app, cli" \
-    && ! python -c "import tensorflow" 2>/dev/null
+    && ! python -c "import tensorflow" 2>/dev/null \
+    && ! python -c "import aeq.bench" 2>/dev/null
 WORKDIR /home/aeq
 ENV AEQ_MODEL_REPOSITORY=/models \
     AEQ_PROVIDERS=cpu

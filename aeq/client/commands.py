@@ -66,7 +66,6 @@ def register(app: typer.Typer) -> None:
     app.command("results")(results)
     app.command("cancel")(cancel)
     app.command("jobs")(jobs)
-    app.command("worker")(worker)
     app.command("dead-letters")(dead_letters)
 
 
@@ -394,43 +393,6 @@ def _client() -> Any:
             "no broker configured: set AEQ_BROKER_URL (local-mode jobs leave no record)"
         )
     return JobClient(settings, notify=stderr.print)
-
-
-def worker(
-    concurrency: Annotated[
-        int | None,
-        typer.Option(
-            min=1,
-            help="Worker processes (1: solo pool; default AEQ_WORKER_CONCURRENCY, else one per "
-            "core on a CPU host, 1 where a GPU is used).",
-        ),
-    ] = None,
-    threads: Annotated[
-        int | None,
-        typer.Option(min=1, help="ONNX Runtime threads per process (default: cores / processes)."),
-    ] = None,
-    require_gpu: Annotated[
-        bool,
-        typer.Option(
-            "--require-gpu", help="Refuse to start unless CUDA is the provider really in use."
-        ),
-    ] = False,
-    loglevel: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
-    hostname: Annotated[str | None, typer.Option(help="Worker name (default aeq@HOST).")] = None,
-    repository: RepositoryOption = None,
-) -> None:
-    """Run a Celery worker that serves aeq jobs (needs AEQ_BROKER_URL)."""
-    from worker.launcher import LaunchOptions, start
-
-    settings = load_settings().with_overrides(model_repository=repository)
-    options = LaunchOptions(
-        concurrency=concurrency or settings.worker_concurrency,
-        threads=threads or settings.threads_per_process,
-        require_gpu=require_gpu,
-        loglevel=loglevel,
-        hostname=hostname,
-    )
-    start(settings, options)
 
 
 def dead_letters(
