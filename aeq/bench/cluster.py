@@ -1,5 +1,5 @@
-"""A private service to measure: its own redis-server on a free port and real ``aeq worker``
-processes, started as a user would start them and stopped by process id afterwards.
+"""The service a benchmark measures: a private redis-server and real ``aeq worker`` processes
+(``aeq.private_service``), in the layouts the report compares.
 
 Redis runs with the persistence the compose file gives it (append-only file, fsync every second),
 so the transfer costs are the deployed ones. Workers log at INFO, where Celery writes one
@@ -9,119 +9,18 @@ task held the worker, which with the chunk statuses' inference time splits the w
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import redis
+from aeq.private_service import RedisServer, WorkerProcess, service_env, start_worker
 
-REDIS_START_TIMEOUT_S = 10.0
-WORKER_READY_TIMEOUT_S = 120.0
-STOP_TIMEOUT_S = 20.0
-_READY_MARK = " ready."
-_TASK_SECONDS = re.compile(rb"Task aeq\.run_chunk\[[^\]]+\] succeeded in ([0-9.eE+-]+)s")
+_TASK_SECONDS = re.compile(r"Task aeq\.run_chunk\[[^\]]+\] succeeded in ([0-9.eE+-]+)s")
 
 
-def aeq_executable() -> str:
-    """The ``aeq`` script of this interpreter's environment (else the one on PATH)."""
-    beside = Path(sys.executable).parent / "aeq"
-    if beside.exists():
-        return str(beside)
-    found = shutil.which("aeq")
-    if found is None:
-        raise RuntimeError("cannot find the aeq command (is the project installed?)")
-    return found
-
-
-def free_port() -> int:
-    """A TCP port nothing listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def stop_process(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM, wait, then SIGKILL if it will not go."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-class RedisProcess:
-    """A ``redis-server`` on a free port, with its data in ``folder``."""
-
-    def __init__(self, folder: Path) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise RuntimeError("redis-server is not installed; the service sections need it")
-        folder.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.log = folder / "redis.log"
-        command = [
-            binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(folder),
-            "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
-            "--logfile", str(self.log),
-        ]  # fmt: skip
-        self.process = subprocess.Popen(command)
-        self.client = redis.Redis.from_url(self.url, socket_connect_timeout=0.5)
-        self._wait_ready()
-
-    def _wait_ready(self) -> None:
-        deadline = time.monotonic() + REDIS_START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"redis-server exited: {self.log.read_text()[-2000:]}")
-            try:
-                self.client.ping()
-                return
-            except redis.ConnectionError:
-                time.sleep(0.05)
-        raise RuntimeError(f"redis-server did not answer on port {self.port}")
-
-    def stop(self) -> None:
-        self.client.close()
-        stop_process(self.process)
-
-
-@dataclass
-class WorkerProcess:
-    """One ``aeq worker`` subprocess and its log file."""
-
-    name: str
-    process: subprocess.Popen[bytes]
-    log: Path
-
-    def wait_ready(self) -> None:
-        deadline = time.monotonic() + WORKER_READY_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if _READY_MARK in self.log.read_text(errors="replace"):
-                return
-            if self.process.poll() is not None:
-                tail = self.log.read_text(errors="replace")[-3000:]
-                raise RuntimeError(f"worker {self.name} exited:\n{tail}")
-            time.sleep(0.1)
-        raise RuntimeError(f"worker {self.name} not ready after {WORKER_READY_TIMEOUT_S} s")
-
-    def log_size(self) -> int:
-        return self.log.stat().st_size
-
-    def task_seconds(self, since: int) -> list[float]:
-        """Durations Celery logged for each chunk task after byte offset ``since``."""
-        with open(self.log, "rb") as stream:
-            stream.seek(since)
-            return [float(match) for match in _TASK_SECONDS.findall(stream.read())]
+def task_seconds(worker: WorkerProcess, since: int) -> list[float]:
+    """Durations Celery logged for each chunk task after byte offset ``since`` of the log."""
+    return [float(match) for match in _TASK_SECONDS.findall(worker.text(since))]
 
 
 @dataclass(frozen=True)
@@ -157,40 +56,24 @@ class Cluster:
 
     folder: Path
     repository: Path
-    redis: RedisProcess
+    redis: RedisServer
     workers: list[WorkerProcess] = field(default_factory=list)
 
     @classmethod
     def start(cls, folder: Path, repository: Path) -> Cluster:
-        return cls(folder, repository, RedisProcess(folder / "redis"))
+        return cls(folder, repository, RedisServer(folder / "redis"))
 
     @property
     def env(self) -> dict[str, str]:
         """A user's environment with aeq's variables pointing at this service (CPU only)."""
-        env = {key: value for key, value in os.environ.items() if not key.startswith("AEQ_")}
-        env.update(
-            {
-                "AEQ_BROKER_URL": self.redis.url,
-                "AEQ_MODEL_REPOSITORY": str(self.repository),
-                "AEQ_PROVIDERS": "cpu",
-                "COLUMNS": "120",
-            }
-        )
-        return env
+        return {**service_env(self.repository), "AEQ_BROKER_URL": self.redis.url}
 
     def start_workers(self, layout: Layout) -> list[WorkerProcess]:
         """Start ``layout``'s workers and wait until each is ready."""
-        started = []
-        for index, extra in enumerate(layout.commands):
-            name = f"bench{len(self.workers) + index}"
-            log = self.folder / f"worker-{name}.log"
-            command = [aeq_executable(), "worker", "--hostname", f"{name}@bench", *extra]
-            with open(log, "wb") as stream:
-                process = subprocess.Popen(
-                    [*command, "--loglevel", "info"], stdout=stream, stderr=subprocess.STDOUT,
-                    env=self.env,
-                )  # fmt: skip
-            started.append(WorkerProcess(name, process, log))
+        started = [
+            start_worker(f"bench{len(self.workers) + index}@bench", extra, self.folder, self.env)
+            for index, extra in enumerate(layout.commands)
+        ]
         self.workers += started
         for worker in started:
             worker.wait_ready()
@@ -198,7 +81,7 @@ class Cluster:
 
     def stop_workers(self) -> None:
         for worker in self.workers:
-            stop_process(worker.process)
+            worker.stop()
         self.workers = []
 
     def stop(self) -> None:

@@ -18,12 +18,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from aeq.bench.cluster import Cluster, aeq_executable
+from aeq.bench.cluster import Cluster
 from aeq.bench.jobs import job_timeout_s, watchdog
 from aeq.bench.models import BenchModel
 from aeq.bench.service import CLI_TIMEOUT_S, operation
 from aeq.bench.timing import percentile
 from aeq.core.settings import Settings, load_settings
+from aeq.private_service import aeq_executable
 
 WARMUP_JOBS = 5
 

@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aeq.bench.cluster import Cluster, aeq_executable
+from aeq.bench.cluster import Cluster
 from aeq.bench.models import BenchModel
 from aeq.bench.service import CLI_TIMEOUT_S, operation
+from aeq.private_service import aeq_executable
 
 SAMPLE_INTERVAL_S = 0.005
 MIB = 2**20

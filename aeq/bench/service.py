@@ -27,12 +27,13 @@ from typing import Any
 
 import numpy as np
 
-from aeq.bench.cluster import Cluster, WorkerProcess, aeq_executable
+from aeq.bench.cluster import Cluster, task_seconds
 from aeq.bench.jobs import JobRun, run_job, worker_split
 from aeq.bench.models import BenchModel
 from aeq.bench.timing import Plan, Rate, compare
 from aeq.core.catalog import Operation
 from aeq.core.settings import Settings, load_settings
+from aeq.private_service import WorkerProcess, aeq_executable
 from aeq.queue.protocol import DEFAULT_CHUNK_SIZE
 
 WARMUP_CHUNKS = 8
@@ -124,7 +125,7 @@ def timed_job(
     offsets = {worker.name: worker.log_size() for worker in cluster.workers}
     settings = load_settings(cluster.env)
     run = run_job(settings, operation(model), model.version, input_path, output, chunk_size)
-    tasks = [s for w in cluster.workers for s in w.task_seconds(offsets[w.name])]
+    tasks = [s for w in cluster.workers for s in task_seconds(w, offsets[w.name])]
     return run, worker_split(run, tasks, worker_processes(cluster.workers))
 
 

@@ -119,13 +119,6 @@ def installed_scripts() -> dict[str, Path]:
     return scripts
 
 
-def free_port() -> int:
-    """A TCP port nothing on this machine listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @dataclass
 class LocalMapping:
     """How the containers' world maps onto this machine (see the module docstring)."""

@@ -5,8 +5,9 @@
   pytest's cache folder under a hash of the training/export sources and the data, so a re-run
   with unchanged code reuses it (a clean checkout, as in CI, builds it).
   ``AEQ_TEST_MODEL_REPOSITORY`` names a ready repository instead.
-- ``service``: the session's redis-server, flushed, plus a way to start and stop workers and run
-  ``aeq`` as a user would, with ``AEQ_BROKER_URL`` pointing at that server.
+- ``service``: the session's redis-server, flushed, plus a way to start and stop workers
+  (``aeq.private_service``, as ``aeq bench`` does) and run ``aeq`` as a user would, with
+  ``AEQ_BROKER_URL`` pointing at that server.
 - Data: MNIST test images from ``AEQ_DATA_DIR`` (``make test`` sets it where ../shared/data/mnist
   exists) else generated digit-like images, written as a keras-style ``mnist.npz`` for training.
 """
@@ -16,10 +17,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import signal
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,9 +27,10 @@ import pytest
 
 from aeq.core.idx import read_idx
 from aeq.core.settings import load_settings
+from aeq.private_service import WorkerProcess, aeq_executable, service_env, start_worker
 
 ROOT = Path(__file__).resolve().parents[2]
-AEQ = str(Path(sys.executable).parent / "aeq")
+AEQ = aeq_executable()
 TRAIN_LIMIT = 2000
 # Three epochs of small batches on 2,000 images: enough steps that no model collapses (one
 # epoch left the dense ones no better than the mean image), about a minute on 2 cores.
@@ -39,8 +38,6 @@ TRAIN_EPOCHS = 3
 TRAIN_BATCH_SIZE = 32
 # What the integration tests run: denoise, reconstruct (conv), encode/decode (multilayer).
 REQUIRED_MODELS = ("denoising", "conv", "multilayer")
-WORKER_READY_TIMEOUT_S = 90.0
-WORKER_STOP_TIMEOUT_S = 20.0
 COMMAND_TIMEOUT_S = 300.0
 _CACHE_KEY_SOURCES = ("aeq/core", "aeq/repository.py", "training", "export")
 # Set to a repository 'aeq export' wrote to skip building one (for iterating on worker code).
@@ -149,42 +146,6 @@ def model_repository(request: pytest.FixtureRequest, mnist: Mnist) -> Path:
 
 
 @dataclass
-class Worker:
-    """An ``aeq worker`` subprocess and its log."""
-
-    name: str
-    process: subprocess.Popen[bytes]
-    log: Path
-
-    def text(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def wait_ready(self) -> None:
-        deadline = time.monotonic() + WORKER_READY_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if " ready." in self.text():
-                return
-            if self.process.poll() is not None:
-                raise RuntimeError(f"worker {self.name} exited:\n{self.text()[-3000:]}")
-            time.sleep(0.1)
-        raise RuntimeError(f"worker {self.name} not ready after {WORKER_READY_TIMEOUT_S} s")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=WORKER_STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-    def kill(self) -> None:
-        """SIGKILL: no warm shutdown, no message handed back."""
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait()
-
-
-@dataclass
 class Service:
     """A private Redis plus helpers to run workers and ``aeq`` commands against it."""
 
@@ -192,17 +153,13 @@ class Service:
     repository: Path
     folder: Path
     env: dict[str, str]
-    workers: list[Worker] = field(default_factory=list)
+    workers: list[WorkerProcess] = field(default_factory=list)
 
-    def start_worker(self, name: str, *args: str, env: dict[str, str] | None = None) -> Worker:
-        log = self.folder / f"worker-{name}.log"
-        command = [AEQ, "worker", "--hostname", f"{name}@test", "--loglevel", "info", *args]
-        with open(log, "wb") as stream:
-            process = subprocess.Popen(
-                command, stdout=stream, stderr=subprocess.STDOUT, env={**self.env, **(env or {})},
-                cwd=ROOT,
-            )  # fmt: skip
-        worker = Worker(name, process, log)
+    def start_worker(
+        self, name: str, *args: str, env: dict[str, str] | None = None
+    ) -> WorkerProcess:
+        """Start ``aeq worker --hostname NAME@test ARGS`` and wait until it is ready."""
+        worker = start_worker(f"{name}@test", args, self.folder, {**self.env, **(env or {})}, ROOT)
         self.workers.append(worker)
         worker.wait_ready()
         return worker
@@ -236,17 +193,8 @@ class Service:
 
 
 def base_env(repository: Path) -> dict[str, str]:
-    """The environment of a user's shell with aeq's variables cleared."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith("AEQ_")}
-    env.update(
-        {
-            "AEQ_MODEL_REPOSITORY": str(repository),
-            "AEQ_PROVIDERS": "cpu",
-            "AEQ_THREADS": "1",
-            "COLUMNS": "120",
-        }
-    )
-    return env
+    """The environment of a user's shell with aeq's variables cleared (one thread per worker)."""
+    return {**service_env(repository), "AEQ_THREADS": "1"}
 
 
 @pytest.fixture

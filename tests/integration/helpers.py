@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -13,13 +12,6 @@ from PIL import Image
 from aeq.core.catalog import Graph, model_spec
 from aeq.core.noise import add_noise
 from aeq.repository import ModelRepository
-
-
-def free_port() -> int:
-    """A TCP port nothing listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def noisy(images: np.ndarray, seed: int = 0) -> np.ndarray:

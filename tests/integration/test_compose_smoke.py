@@ -27,13 +27,13 @@ from compose_run import (
     VENV_BIN,
     InterpolationError,
     LocalMapping,
-    free_port,
     interpolate,
     load_services,
 )
 from helpers import reference_run, to_pixels
 
 from aeq.core.catalog import Graph
+from aeq.private_service import free_port
 
 pytestmark = pytest.mark.integration
 

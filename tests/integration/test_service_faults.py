@@ -15,11 +15,12 @@ import numpy as np
 import psutil
 import pytest
 import redis
-from helpers import free_port, noisy, reference_run, to_pixels
+from helpers import noisy, reference_run, to_pixels
 from kombu import Connection, Exchange, Producer
 
 from aeq.core.catalog import Graph, Operation
 from aeq.core.settings import load_settings
+from aeq.private_service import free_port
 from aeq.queue.jobs import JobSpec, JobStore
 from aeq.queue.protocol import TASK_NAME, ChunkMessage, encode_array
 from worker.app import QUEUE, celery_config, make_app

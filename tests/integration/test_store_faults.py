@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from conftest import Service, base_env
 
-from tests.conftest import RedisServer
+from aeq.private_service import RedisServer
 
 pytestmark = pytest.mark.integration
 
@@ -167,7 +167,7 @@ def restart(server: RedisServer) -> None:
     server.process.wait()
     time.sleep(1.0)
     server.process = subprocess.Popen(server.process.args)  # same port, same folder
-    server._wait_ready()
+    server.wait_ready()
 
 
 def test_a_following_client_rides_out_a_redis_restart(own_redis, model_repository, mnist, tmp_path):

@@ -8,12 +8,13 @@ import time
 import pytest
 
 from aeq.bench import engine, flops, machine, report, targets
-from aeq.bench.cluster import WorkerProcess
+from aeq.bench.cluster import task_seconds
 from aeq.bench.commands import parse_list
 from aeq.bench.jobs import Stopwatch, TimedProxy, worker_split
 from aeq.bench.sessions import OrtConfig, combine_best, one_factor_configs
 from aeq.bench.timing import Plan, Rate, compare, percentile
 from aeq.core.errors import UsageError
+from aeq.private_service import WorkerProcess
 
 # Multiply-adds per image worked out by hand from the article's layer shapes:
 #   dense: inputs x outputs; Conv2D: H_out x W_out x C_out x 3 x 3 x C_in.
@@ -178,7 +179,7 @@ def test_worker_log_task_times_are_parsed_after_an_offset(tmp_path):
     log.write_text(before + after)
     worker = WorkerProcess("w", None, log)  # type: ignore[arg-type]
 
-    assert worker.task_seconds(len(before)) == [0.0123, 0.0015]
+    assert task_seconds(worker, len(before)) == [0.0123, 0.0015]
 
 
 def test_model_and_section_lists_are_checked():
