@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -27,7 +27,8 @@ from aeq.core.settings import Settings, load_settings
 from aeq.queue.protocol import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE
 from aeq.repository import ModelRepository, ModelVersion
 
-if TYPE_CHECKING:  # redis-py comes with it; 'aeq -h' does without
+if TYPE_CHECKING:  # redis-py and Celery come with these; 'aeq -h' does without
+    from aeq.client.client import ChunkSource, JobClient, Submission
     from aeq.queue.jobs import JobRecord
 
 InputsArgument = Annotated[
@@ -56,6 +57,16 @@ NoWaitOption = Annotated[
 JobArgument = Annotated[str, typer.Argument(help="The job id 'aeq jobs' lists.")]
 
 
+@dataclass(frozen=True)
+class JobOptions:
+    """What every job command takes beside its inputs and model."""
+
+    output: Path | None
+    chunk_size: int
+    overwrite: bool
+    no_wait: bool
+
+
 def register(app: typer.Typer) -> None:
     """Add the job commands to the aeq app."""
     app.command("denoise")(denoise)
@@ -81,7 +92,8 @@ def denoise(
     no_wait: NoWaitOption = False,
 ) -> None:
     """Denoise images with the denoising autoencoder (or --model)."""
-    _image_job(Operation.DENOISE, locals())
+    options = JobOptions(output, chunk_size, overwrite, no_wait)
+    _image_job(Operation.DENOISE, inputs, model, version, repository, resize, options)
 
 
 def reconstruct(
@@ -96,7 +108,8 @@ def reconstruct(
     no_wait: NoWaitOption = False,
 ) -> None:
     """Reconstruct images through an autoencoder (default: conv)."""
-    _image_job(Operation.RECONSTRUCT, locals())
+    options = JobOptions(output, chunk_size, overwrite, no_wait)
+    _image_job(Operation.RECONSTRUCT, inputs, model, version, repository, resize, options)
 
 
 def encode(
@@ -111,7 +124,8 @@ def encode(
     no_wait: NoWaitOption = False,
 ) -> None:
     """Encode images to codes (default model: multilayer); writes CODES.npy/.npz with names."""
-    _image_job(Operation.ENCODE, locals())
+    options = JobOptions(output, chunk_size, overwrite, no_wait)
+    _image_job(Operation.ENCODE, inputs, model, version, repository, resize, options)
 
 
 def decode(
@@ -144,31 +158,30 @@ def decode(
             f"{codes} holds {source.code_dim}-d codes, {resolved.label} decodes "
             f"{resolved.code_dim}-d codes"
         )
-    _run(settings, Operation.DECODE, resolved, source, output, chunk_size, overwrite, no_wait)
+    options = JobOptions(output, chunk_size, overwrite, no_wait)
+    _run(settings, Operation.DECODE, resolved, source, options)
 
 
-def _image_job(op: Operation, args: dict[str, Any]) -> None:
+def _image_job(
+    op: Operation,
+    inputs: list[Path],
+    model: str | None,
+    version: int | None,
+    repository: Path | None,
+    resize: bool,
+    options: JobOptions,
+) -> None:
     from aeq.files.inputs import open_images
 
-    settings = load_settings().with_overrides(model_repository=args["repository"])
-    model = args["model"] or op.default_model or ""
-    resolved = _resolve(settings, model, args["version"])
-    source = open_images(args["inputs"], resize=args["resize"])
+    settings = load_settings().with_overrides(model_repository=repository)
+    resolved = _resolve(settings, model or op.default_model or "", version)
+    source = open_images(inputs, resize=resize)
     if source.skipped:
         stderr.print(
             f"skipped {len(source.skipped)} file(s) that are not images or arrays "
             f"(first: {source.skipped[0]})"
         )
-    _run(
-        settings,
-        op,
-        resolved,
-        source,
-        args["output"],
-        args["chunk_size"],
-        args["overwrite"],
-        args["no_wait"],
-    )
+    _run(settings, op, resolved, source, options)
 
 
 def _resolve(settings: Settings, model: str, version: int | None) -> ModelVersion:
@@ -182,20 +195,18 @@ def _run(
     settings: Settings,
     op: Operation,
     version: ModelVersion,
-    source: Any,
-    output: Path | None,
-    chunk_size: int,
-    overwrite: bool,
-    no_wait: bool,
+    source: ChunkSource,
+    options: JobOptions,
 ) -> None:
     from aeq.client.client import Submission
 
+    output, overwrite = options.output, options.overwrite
     if source.total == 0:
         raise UsageError("the inputs hold no images")
     remembered = str(output.resolve()) if output is not None else ""
-    submission = Submission(op, version, source, chunk_size, output=remembered)
+    submission = Submission(op, version, source, options.chunk_size, output=remembered)
     with terminate_as_interrupt():
-        if no_wait:
+        if options.no_wait:
             if not settings.broker_url:
                 raise UsageError("--no-wait needs a broker: set AEQ_BROKER_URL")
             _submit_only(settings, submission, output, overwrite)
@@ -207,7 +218,7 @@ def _run(
             _submit_and_follow(settings, submission, output, overwrite)
 
 
-def _run_local(settings: Settings, submission: Any, output: Path, overwrite: bool) -> None:
+def _run_local(settings: Settings, submission: Submission, output: Path, overwrite: bool) -> None:
     from aeq.client.local import LOCAL_MODE_NOTICE, run_local
     from worker.inference import Engine
 
@@ -221,7 +232,9 @@ def _run_local(settings: Settings, submission: Any, output: Path, overwrite: boo
     views.print_summary(submission, count, output, engine.providers[:1], started)
 
 
-def _submit_only(settings: Settings, submission: Any, output: Path | None, overwrite: bool) -> None:
+def _submit_only(
+    settings: Settings, submission: Submission, output: Path | None, overwrite: bool
+) -> None:
     from aeq.client.client import JobClient
     from aeq.core.errors import OutputExistsError
 
@@ -243,7 +256,9 @@ def _announce(job: str) -> None:
     stderr.print(f"job {job}: queuing")
 
 
-def _submit_and_follow(settings: Settings, submission: Any, output: Path, overwrite: bool) -> None:
+def _submit_and_follow(
+    settings: Settings, submission: Submission, output: Path, overwrite: bool
+) -> None:
     from aeq.client.client import FollowState, JobClient
 
     client = JobClient(settings, notify=stderr.print)
@@ -334,14 +349,14 @@ def results(
         _print_results_json(client, job, target)
 
 
-def _print_results_json(client: Any, job: str, output: Path) -> None:
+def _print_results_json(client: JobClient, job: str, output: Path) -> None:
     """``aeq results --json``: the job's status, as ``aeq status --json`` shows it, and where its
     outputs went."""
     data = {**views.status_dict(client.record(job)), "output": str(output)}
     stdout.print_json(json.dumps(data))
 
 
-def _write_partial(client: Any, job: str, target: Path, overwrite: bool, keep: bool) -> None:
+def _write_partial(client: JobClient, job: str, target: Path, overwrite: bool, keep: bool) -> None:
     from aeq.core.errors import JobError
 
     started = time.perf_counter()
@@ -384,7 +399,7 @@ def jobs(
         views.print_jobs(records)
 
 
-def _client() -> Any:
+def _client() -> JobClient:
     from aeq.client.client import JobClient
 
     settings = load_settings()

@@ -6,7 +6,7 @@ Kept apart from ``aeq.client.commands`` so the commands read as what they do.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -28,7 +28,9 @@ from rich.text import Text
 
 from aeq.core.catalog import Operation
 
-if TYPE_CHECKING:  # redis-py comes with it; 'aeq -h' does without
+if TYPE_CHECKING:  # redis-py and Celery come with these; 'aeq -h' does without
+    from aeq.client.client import Submission
+    from aeq.files.outputs import CodeWriter, ImageWriter
     from aeq.queue.jobs import JobRecord
 
 stdout = Console(highlight=False, soft_wrap=True)
@@ -75,7 +77,7 @@ def progress_bar(
         yield advance
 
 
-def open_output(output: Path, submission: Any, overwrite: bool) -> Any:
+def open_output(output: Path, submission: Submission, overwrite: bool) -> ImageWriter | CodeWriter:
     """The writer a submission's results go to (images, or codes for encode)."""
     from aeq.files.outputs import open_code_output, open_image_output
 
@@ -90,7 +92,7 @@ def open_output(output: Path, submission: Any, overwrite: bool) -> Any:
 
 def open_job_output(
     output: Path, record: JobRecord, overwrite: bool, total: int | None = None
-) -> Any:
+) -> ImageWriter | CodeWriter:
     """The writer a stored job's results go to (``total`` items, default all of them)."""
     from aeq.files.outputs import open_code_output, open_image_output
 
@@ -102,10 +104,10 @@ def open_job_output(
 
 
 def print_summary(
-    submission: Any,
+    submission: Submission,
     count: int,
     output: Path,
-    providers: Any,
+    providers: Sequence[str],
     started: float,
     job: str | None = None,
 ) -> None:
