@@ -26,9 +26,9 @@ RUN python requirements.py pyproject.toml --cpu-only > requirements.txt \
 # aeq's own wheel, built offline from the source (setuptools came with the dependencies).
 FROM deps AS wheel
 COPY . /src
-# The serving side only: the benchmark, the quality report and the demo are extras (with their
-# commands) that a worker never runs, so its wheel is built without them.
-RUN rm -r /src/aeq/bench /src/aeq/evaluation /src/aeq/demo.py \
+# The serving side only: the benchmark, the quality report, the demo (extras, with their commands)
+# and the private test service are never run by a worker, so its wheel is built without them.
+RUN rm -r /src/aeq/bench /src/aeq/evaluation /src/aeq/demo.py /src/aeq/private_service.py \
     && pip wheel --no-deps --no-build-isolation --wheel-dir /wheels /src
 
 # The installed application, shared by the two targets below.

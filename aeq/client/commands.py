@@ -259,22 +259,15 @@ def _announce(job: str) -> None:
 def _submit_and_follow(
     settings: Settings, submission: Submission, output: Path, overwrite: bool
 ) -> None:
-    from aeq.client.client import FollowState, JobClient
+    from aeq.client.client import FollowState, JobClient, submit_collecting
 
     client = JobClient(settings, notify=stderr.print)
     started = time.perf_counter()
     state = FollowState()
-    job = ""
     with views.open_output(output, submission, overwrite) as writer:
         with views.progress_bar(submission.source.total, submission.op) as advance:
-
-            def write_ready(new_job: str) -> None:
-                nonlocal job
-                job = new_job
-                client.follow(job, writer, state, advance, block=False)
-
             try:
-                job = client.submit(submission, between_chunks=write_ready, on_created=_announce)
+                job = submit_collecting(client, submission, writer, state, advance, _announce)
             except KeyboardInterrupt:
                 stderr.print("interrupted while queuing: the job was cancelled")
                 raise
