@@ -32,7 +32,7 @@ from aeq.queue.protocol import DEFAULT_CHUNK_SIZE
 if TYPE_CHECKING:
     from aeq.client.client import Submission
     from aeq.client.submissions import Inputs, PathLike
-    from export.summary import ModelSummary
+    from aeq.model_summary import ModelSummary
     from worker.inference import Engine
 
 __all__ = [
@@ -223,8 +223,8 @@ def models(repository: PathLike | None = None) -> list[ModelSummary]:
     Raises:
         UsageError: the repository folder does not exist (as ``aeq models`` refuses it).
     """
+    from aeq.model_summary import summarize
     from aeq.repository import ModelRepository
-    from export.summary import summarize
 
     root = _settings(None, repository).model_repository
     if not root.is_dir():

@@ -19,8 +19,8 @@ from aeq.core.catalog import MODELS
 from aeq.core.errors import AeqError, ModelError, ModelNotFoundError, UsageError
 from aeq.core.options import JsonOption, RepositoryOption
 from aeq.core.settings import Settings, load_settings
+from aeq.model_summary import ModelSummary, summarize
 from aeq.repository import ModelRepository
-from export.summary import ModelSummary, summarize
 from export.trained import find_trained, refuse_collapsed, trained_models
 from export.validate import load_parity_images
 from training.tensorflow_logs import import_tensorflow_quietly

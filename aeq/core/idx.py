@@ -26,12 +26,13 @@ _HEADER_BYTES = 4
 _DIM_BYTES = 4
 
 
-def read_idx(path: Path) -> np.ndarray:
+def read_idx(path: Path | str) -> np.ndarray:
     """Load an IDX file (``.gz`` or plain) as a uint8 array of its declared shape.
 
     Raises:
         InputError: the file is missing, not IDX, not unsigned bytes, or truncated.
     """
+    path = Path(path)
     try:
         with open_idx_stream(path) as stream:
             shape, _ = read_idx_header(stream, str(path))
