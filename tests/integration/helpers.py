@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -59,3 +60,15 @@ def read_codes(path: Path) -> tuple[np.ndarray, dict]:
     codes = np.load(path, allow_pickle=False)
     meta = json.loads(Path(f"{path}.json").read_text())
     return codes, meta
+
+
+def wait_for(predicate, timeout_s: float = 60.0, what: str = "condition"):
+    """Poll ``predicate`` until it returns something true (returned), or fail after
+    ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")

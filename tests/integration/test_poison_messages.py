@@ -22,7 +22,7 @@ import msgpack
 import numpy as np
 import pytest
 import redis
-from helpers import reference_run, to_pixels
+from helpers import reference_run, to_pixels, wait_for
 from kombu import Connection, Exchange, Producer
 
 from aeq.core.catalog import Graph, Operation
@@ -148,16 +148,6 @@ def dead_letters_json(service) -> list[dict]:
 def letter_of(entry: dict, sent: Poison) -> bool:
     """Whether dead letter ``entry`` is that of ``sent`` (by task id; protocol 1: in the body)."""
     return entry["headers"].get("id") == sent.key or f'"{sent.key}"' in entry["body"]
-
-
-def wait_for(predicate, timeout_s: float = 30.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.mark.parametrize("pool", POOLS)

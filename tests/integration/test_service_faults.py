@@ -15,7 +15,7 @@ import numpy as np
 import psutil
 import pytest
 import redis
-from helpers import noisy, reference_run, to_pixels
+from helpers import noisy, reference_run, to_pixels, wait_for
 from kombu import Connection, Exchange, Producer
 
 from aeq.core.catalog import Graph, Operation
@@ -34,16 +34,6 @@ SWEEP_LOCK = "unacked_mutex"  # kombu's lock around a restore sweep (redis trans
 KOMBU_SWEEP_LOCK_S = 300  # its expiry unless set
 RECEIVED = re.compile(r"Task aeq\.run_chunk\[([0-9a-f-]+)\] received")
 SUCCEEDED = re.compile(r"Task aeq\.run_chunk\[([0-9a-f-]+)\] succeeded")
-
-
-def wait_for(predicate, timeout_s: float = 60.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def jobs_json(service) -> list[dict]:

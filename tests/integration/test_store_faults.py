@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import Service, base_env
+from helpers import wait_for
 
 from aeq.private_service import RedisServer
 
@@ -22,16 +23,6 @@ CHUNK = 512
 
 def job_status(service: Service, job: str) -> dict:
     return json.loads(service.aeq("status", job, "--json").stdout)
-
-
-def wait_for(predicate, timeout_s: float, what: str):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def read_job_line(process: subprocess.Popen[str]) -> str:
