@@ -159,31 +159,46 @@ def _npz_image_key(path: Path, keys: list[str]) -> str:
 
 
 def _image_grid(array: ArrayFile, resize: bool) -> tuple[int, int]:
-    """(height, width) of each item; shapes N x 784, N x H x W, N x H x W x 1 or N x 1 x H x W."""
     shape = array.shape
-    if array.dtype.kind not in "uif":
-        raise InputError(
-            f"{array.label} has dtype {array.dtype}; images must be uint8 (0-255) or float (0-1)"
-        )
+    hint = " (codes? decode them with aeq decode)" if len(shape) == 2 else ""
+    return image_grid(shape, array.dtype, array.label, resize, shape_hint=hint)
+
+
+def image_grid(
+    shape: tuple[int, ...],
+    dtype: np.dtype,
+    label: str,
+    resize: bool,
+    resize_hint: str = "pass --resize to resize them",
+    shape_hint: str = "",
+) -> tuple[int, int]:
+    """(height, width) of each item; shapes N x 784, N x H x W, N x H x W x 1 or N x 1 x H x W.
+
+    The one check of an array's images, for files and for arrays given in memory (which word
+    their hints for Python: ``resize_hint``, ``shape_hint``).
+
+    Raises:
+        InputError: not numbers, no images, a shape that is not N images, items too large, or
+            (without ``resize``) items that are not 28 x 28.
+    """
+    if dtype.kind not in "uif":
+        raise InputError(f"{label} has dtype {dtype}; images must be uint8 (0-255) or float (0-1)")
     if not shape or shape[0] == 0:
-        raise InputError(f"{array.label} holds no images (shape {shape})")
+        raise InputError(f"{label} holds no images (shape {shape})")
     if len(shape) == 2 and shape[1] == PIXELS_PER_IMAGE:
         return IMAGE_SIDE, IMAGE_SIDE
     grid = _grid_of(shape)
     if grid is None:
-        hint = " (codes? decode them with aeq decode)" if len(shape) == 2 else ""
         raise InputError(
-            f"{array.label} has shape {shape}; images must be N x {IMAGE_SIDE} x {IMAGE_SIDE} "
-            f"or N x {PIXELS_PER_IMAGE}{hint}"
+            f"{label} has shape {shape}; images must be N x {IMAGE_SIDE} x {IMAGE_SIDE} "
+            f"or N x {PIXELS_PER_IMAGE}{shape_hint}"
         )
     if grid[0] * grid[1] > MAX_SOURCE_PIXELS:  # one would be a single read of its own
-        raise InputError(
-            f"{array.label} holds {grid[1]}x{grid[0]} images, too large to be digit images"
-        )
+        raise InputError(f"{label} holds {grid[1]}x{grid[0]} images, too large to be digit images")
     if not resize and grid != (IMAGE_SIDE, IMAGE_SIDE):
         raise InputError(
-            f"{array.label} holds {grid[1]}x{grid[0]} images, not {IMAGE_SIDE}x{IMAGE_SIDE} "
-            "(pass --resize to resize them)"
+            f"{label} holds {grid[1]}x{grid[0]} images, not {IMAGE_SIDE}x{IMAGE_SIDE} "
+            f"({resize_hint})"
         )
     return grid
 

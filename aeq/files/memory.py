@@ -22,7 +22,8 @@ from aeq.core.catalog import IMAGE_SIDE, PIXELS_PER_IMAGE, Operation
 from aeq.core.errors import InputError, JobError
 from aeq.files.array_files import BLOCK_BYTES
 from aeq.files.image_files import fit_to_side
-from aeq.files.image_parts import ImagePart, _check_pixel_values, _grid_of, _to_uint8
+from aeq.files.image_parts import ImagePart, _check_pixel_values, _to_uint8
+from aeq.files.image_parts import image_grid as check_grid
 from aeq.files.inputs import ImageSource
 from aeq.files.names import item_names, unique_names
 
@@ -89,27 +90,14 @@ def image_grid(array: np.ndarray, label: str, resize: bool) -> tuple[int, int]:
         InputError: not numbers, no images, a shape that is not N images, or (without
             ``resize``) images that are not 28 x 28.
     """
-    shape = array.shape
-    if array.dtype.kind not in "uif":
-        raise InputError(
-            f"{label} has dtype {array.dtype}; images must be uint8 (0-255) or float (0-1)"
-        )
-    if not shape or shape[0] == 0:
-        raise InputError(f"{label} holds no images (shape {shape})")
-    if len(shape) == 2 and shape[1] == PIXELS_PER_IMAGE:
-        return IMAGE_SIDE, IMAGE_SIDE
-    grid = _grid_of(shape)
-    if grid is None:
-        raise InputError(
-            f"{label} has shape {shape}; images must be N x {IMAGE_SIDE} x {IMAGE_SIDE} "
-            f"or N x {PIXELS_PER_IMAGE}{_shape_hint(shape)}"
-        )
-    if not resize and grid != (IMAGE_SIDE, IMAGE_SIDE):
-        raise InputError(
-            f"{label} holds {grid[1]}x{grid[0]} images, not {IMAGE_SIDE}x{IMAGE_SIDE} "
-            "(pass resize=True to resize them)"
-        )
-    return grid
+    return check_grid(
+        array.shape,
+        array.dtype,
+        label,
+        resize,
+        resize_hint="pass resize=True to resize them",
+        shape_hint=_shape_hint(array.shape),
+    )
 
 
 def _shape_hint(shape: tuple[int, ...]) -> str:
