@@ -352,13 +352,14 @@ class JobClient:
     # -- partial results ------------------------------------------------------------------------
 
     def settled(self, job: str, on_progress: Progress | None = None) -> JobRecord:
-        """Wait until no more of the job's chunks will finish (every queued chunk has a status,
-        and nobody is queuing more); return the record then."""
+        """Wait until every chunk surely queued has a status and nobody is queuing more; return
+        the record then (a chunk whose message went out unrecorded may still finish later)."""
         while True:
             record = self._resilient_record(job)
             if on_progress:
                 on_progress(record.items_done)
-            if not record.submitting and record.finished_chunks >= record.queued:
+            queued_all_finished = all(c in record.statuses for c in range(record.queued))
+            if not record.submitting and queued_all_finished:
                 return record
             if record.cancelled and not record.submitting:
                 return record

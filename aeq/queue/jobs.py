@@ -350,9 +350,10 @@ class JobStore:
         """Store a chunk's input bytes and item names, before its message is sent.
 
         Chunks are put in order and each put follows the previous chunk's message, so ``queued``
-        (set to ``chunk`` here, to the chunk count by ``end_submission``) counts the chunks whose
-        message went out: exactly the chunks that will finish. A job whose submission stopped
-        short never reads as finished.
+        (set to ``chunk`` here, to the chunk count by ``end_submission``) counts chunks whose
+        message surely went out; chunk ``queued`` itself may have gone out too (a submitter
+        killed between its message and the next put), with no extra round trip to say so. A job
+        whose submission stopped short never reads as finished.
         """
         names_key = self._key(job, "names")
         pipe = self.client.pipeline(transaction=False)

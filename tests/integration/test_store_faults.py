@@ -149,7 +149,8 @@ def test_a_killed_submitter_leaves_an_incomplete_job_that_partial_collects(
     service.start_worker("late")
     partial = service.aeq("results", job, "--partial", "-o", str(tmp_path / "r.npy"), timeout=120)
     assert partial.returncode == 0, partial.stderr
-    assert len(np.load(tmp_path / "r.npy")) == queued * CHUNK
+    # Every chunk surely queued, and the one whose message may have gone out unrecorded.
+    assert len(np.load(tmp_path / "r.npy")) in (queued * CHUNK, (queued + 1) * CHUNK)
 
 
 def restart(server: RedisServer) -> None:
