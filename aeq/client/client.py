@@ -10,6 +10,7 @@ statuses, not the notices, are the record (notices only wake the follower).
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from typing import Any, Protocol
 
 import numpy as np
 import redis
+from kombu.exceptions import OperationalError
 
 from aeq.core.catalog import IMAGE_SIDE, Operation
 from aeq.core.errors import JobError, StoreFullError
@@ -49,7 +51,12 @@ RECONNECT_PAUSES_S = (0.5, 1.0, 2.0, 4.0)
 
 Progress = Callable[[int], None]
 Notice = Callable[[str], None]
-LOST_REDIS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+# Redis unreachable, as redis-py and (for the broker side of send_task) kombu say it.
+LOST_REDIS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OperationalError)
+
+
+class RedisGoneError(JobError):
+    """Redis stayed unreachable past ``settings.reconnect_window_s``."""
 
 
 class ChunkSource(Protocol):
@@ -153,7 +160,12 @@ class JobClient:
         try:
             with self._celery_app().producer_or_acquire() as producer:
                 for chunk, (names, array) in enumerate(submission.source.chunks(spec.chunk_size)):
-                    self._queue_chunk(producer, job, spec, chunk, names, array)
+                    # Safe to repeat after a lost Redis: the put is idempotent, and a message
+                    # sent twice is applied once (the completion script keeps the first).
+                    queue = functools.partial(
+                        self._queue_chunk, producer, job, spec, chunk, names, array
+                    )
+                    self._resilient(job, queue)
                     queued_items += len(array)
                     if on_queued:
                         on_queued(queued_items)
@@ -167,11 +179,12 @@ class JobClient:
                 "in Redis until collected (about 1.6 KB per image): raise Redis' maxmemory, "
                 "collect finished jobs, or submit fewer images at a time"
             ) from None
-        except LOST_REDIS as error:
+        except RedisGoneError:
             raise JobError(
-                f"lost Redis at {redact(self.settings.results_url or '')} while queuing job {job} "
-                f"({queued_items:,} of {spec.total:,} items queued: {error}); the job cannot "
-                "complete and reads 'incomplete' once Redis is back; run the command again"
+                f"Redis at {redact(self.settings.results_url or '')} did not come back within "
+                f"{self.settings.reconnect_window_s} s while job {job} was queuing "
+                f"({queued_items:,} of {spec.total:,} items queued); the job cannot complete and "
+                "reads 'incomplete' once Redis is back: run the command again"
             ) from None
         except BaseException:
             self.store.cancel(job)
@@ -244,7 +257,7 @@ class JobClient:
         if not block:
             self._take_events(job, writer, state, self._pending_events(job))
         while block and state.finished() < spec.chunks and not state.cancelled:
-            self._resilient(job, lambda: self._follow_step(job, writer, state), resync=state)
+            self._resilient(job, lambda: self._follow_step(job, writer, state))
             if on_progress:
                 on_progress(state.items)
         if on_progress:
@@ -270,11 +283,9 @@ class JobClient:
         self._take_statuses(job, writer, state, record.statuses.items())
         return record
 
-    def _resilient(
-        self, job: str, step: Callable[[], object], resync: FollowState | None = None
-    ) -> None:
+    def _resilient(self, job: str, step: Callable[[], object]) -> None:
         """Run ``step``; while Redis is unreachable, try again with pauses for at most
-        ``settings.reconnect_window_s``, then raise ``JobError`` saying how to resume."""
+        ``settings.reconnect_window_s``, then raise ``RedisGoneError`` saying how to resume."""
         lost_at: float | None = None
         window_s = self.settings.reconnect_window_s
         pauses = iter(RECONNECT_PAUSES_S)
@@ -290,7 +301,7 @@ class JobClient:
                         f"to {window_s} s"
                     )
                 if now - lost_at >= window_s:
-                    raise JobError(
+                    raise RedisGoneError(
                         f"Redis has not come back in {window_s} s; job {job} may "
                         f"still be running: collect it with 'aeq results {job}' once Redis is back"
                     ) from None
