@@ -170,7 +170,7 @@ class JobClient:
                     if on_queued:
                         on_queued(queued_items)
                     if between_chunks:
-                        between_chunks(job)
+                        self._resilient(job, functools.partial(between_chunks, job))
         except redis.exceptions.OutOfMemoryError:
             self.store.cancel(job)
             raise StoreFullError(
@@ -189,10 +189,10 @@ class JobClient:
         except BaseException:
             self.store.cancel(job)
             raise
-        self.store.end_submission(job, spec.chunks)
         if queued_items != spec.total:
             self.store.cancel(job)
             raise JobError(f"the input yielded {queued_items} items, expected {spec.total}")
+        self.store.end_submission(job, spec.chunks)
         return job
 
     def _admit(self, spec: JobSpec) -> None:
