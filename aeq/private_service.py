@@ -129,16 +129,16 @@ class WorkerProcess:
     def log_size(self) -> int:
         return self.log.stat().st_size
 
-    def wait_ready(self) -> None:
+    def wait_ready(self, timeout_s: float = WORKER_READY_TIMEOUT_S) -> None:
         """Wait until Celery says the worker is ready (``RuntimeError`` if it exits first)."""
-        deadline = time.monotonic() + WORKER_READY_TIMEOUT_S
+        deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if _READY_MARK in self.text():
                 return
             if self.process.poll() is not None:
                 raise RuntimeError(f"worker {self.name} exited:\n{self.text()[-3000:]}")
             time.sleep(0.1)
-        raise RuntimeError(f"worker {self.name} not ready after {WORKER_READY_TIMEOUT_S} s")
+        raise RuntimeError(f"worker {self.name} not ready after {timeout_s:.0f} s")
 
     def stop(self) -> None:
         """SIGTERM (a warm shutdown), then SIGKILL if it will not go."""

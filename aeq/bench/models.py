@@ -26,7 +26,7 @@ class BenchModel:
 
     Attributes:
         spec: the catalogue entry.
-        keras_model: the Keras autoencoder (TensorFlow engines).
+        keras_model: the Keras autoencoder (TensorFlow engines; None where only ONNX is run).
         version: the published ONNX version (ONNX Runtime engines and the workers).
         same_weights: Keras and ONNX hold the same weights (so their outputs must agree).
         weights: where the weights came from, for the report.
@@ -63,6 +63,18 @@ def prepare_models(
             version = ModelRepository(repository).get(name)
             weights = f"ONNX: {version.label} from {repository}; Keras: same architecture untrained"
             models[name] = BenchModel(spec, autoencoder, version, False, weights)
+    return models
+
+
+def repository_models(root: Path) -> dict[str, BenchModel]:
+    """The latest version of every catalogued model published in the repository at ``root``,
+    with no Keras side: for measuring ONNX Runtime and the service alone, without TensorFlow."""
+    repository = ModelRepository(root)
+    models = {}
+    for name in [name for name in repository.models() if name in MODELS]:
+        version = repository.get(name)
+        weights = f"ONNX: {version.label} from {root}"
+        models[name] = BenchModel(MODELS[name], None, version, False, weights)
     return models
 
 

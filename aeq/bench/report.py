@@ -280,12 +280,13 @@ def write(report: dict[str, Any], folder: Path) -> tuple[Path, Path]:
     """Write ``report.json`` and ``report.md`` into ``folder``; return their paths."""
     folder.mkdir(parents=True, exist_ok=True)
     json_path, markdown_path = folder / JSON_NAME, folder / MARKDOWN_NAME
-    _write_atomic(json_path, json.dumps(report, indent=2, default=str, allow_nan=False) + "\n")
-    _write_atomic(markdown_path, markdown(report))
+    write_atomic(json_path, json.dumps(report, indent=2, default=str, allow_nan=False) + "\n")
+    write_atomic(markdown_path, markdown(report))
     return json_path, markdown_path
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` under a hidden temporary name, then rename: readers never see half."""
     staged = path.with_name(f".{path.name}.partial")
     staged.write_text(text)
     os.replace(staged, path)

@@ -65,7 +65,8 @@ class InProcess:
     def __post_init__(self) -> None:
         from worker.inference import Engine
 
-        self.engine = Engine(in_process_settings())
+        if self.engine is None:  # the GPU check passes a CUDA engine
+            self.engine = Engine(in_process_settings())
 
     def run(self) -> np.ndarray:
         op, version, size = operation(self.model), self.model.version, self.chunk_size
