@@ -8,7 +8,7 @@ ifneq ($(wildcard ../shared/data/mnist),)
 export AEQ_DATA_DIR ?= $(abspath ../shared/data/mnist)
 endif
 
-.PHONY: venv test unit lint demo bench bench-quick evaluate clean
+.PHONY: venv test unit lint demo bench bench-quick evaluate gpu-check clean
 
 venv: $(BIN)/.installed
 
@@ -40,6 +40,10 @@ bench-quick: venv
 
 evaluate: venv
 	$(BIN)/aeq evaluate all
+
+# The GPU check (docs/DEPLOY.md, "GPU check"); no venv needed: on a GPU host it installs from wheels.
+gpu-check:
+	scripts/gpu-check.sh $(OUT) --python $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON)) $(GPU_CHECK_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache demo-output
