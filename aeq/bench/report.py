@@ -276,12 +276,17 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-def write(report: dict[str, Any], folder: Path) -> tuple[Path, Path]:
-    """Write ``report.json`` and ``report.md`` into ``folder``; return their paths."""
+def write(
+    report: dict[str, Any],
+    folder: Path,
+    render: Callable[[dict[str, Any]], str] | None = None,
+) -> tuple[Path, Path]:
+    """Write ``report.json`` and ``report.md`` (``render``, default this report's ``markdown``)
+    into ``folder``; return their paths."""
     folder.mkdir(parents=True, exist_ok=True)
     json_path, markdown_path = folder / JSON_NAME, folder / MARKDOWN_NAME
     write_atomic(json_path, json.dumps(report, indent=2, default=str, allow_nan=False) + "\n")
-    write_atomic(markdown_path, markdown(report))
+    write_atomic(markdown_path, (render or markdown)(report))
     return json_path, markdown_path
 
 

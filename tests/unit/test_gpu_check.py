@@ -28,6 +28,7 @@ from aeq.bench.gpu.check import STAGE_NAMES, Check, parse
 from aeq.bench.gpu.engine import PATHS, bind
 from aeq.bench.gpu.queued import start_redis
 from aeq.bench.gpu.stages import StageFailed, StageResult, Status
+from aeq.bench.report import JSON_NAME, MARKDOWN_NAME
 from aeq.bench.tiny_models import build_graph
 from aeq.core.catalog import MODELS, Graph
 from worker.inference import nvidia_device_visible
@@ -64,7 +65,7 @@ def _run_check(out: Path, budget_s: int, path_first: Path | None = None) -> CpuR
         command, capture_output=True, text=True, env=env, cwd=ROOT, timeout=budget_s + 60
     )
     seconds = time.monotonic() - started
-    written = out / report.JSON_NAME
+    written = out / JSON_NAME
     return CpuRun(result, out, seconds, json.loads(written.read_text()) if written.exists() else {})
 
 
@@ -153,7 +154,7 @@ def test_the_service_is_measured_against_the_engine(cpu_run):
 
 @integration
 def test_report_md_shows_the_verdict_and_every_stage(cpu_run):
-    text = (cpu_run.out / report.MARKDOWN_NAME).read_text()
+    text = (cpu_run.out / MARKDOWN_NAME).read_text()
     assert "GPU: no GPU found (nvidia-smi " in text
     for name in STAGE_NAMES:
         assert f"| {name} | " in text

@@ -7,14 +7,12 @@ passed one, and recompute any figure.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from aeq.bench.report import rate, ratio, table, write_atomic
+from aeq.bench import report as bench_report
+from aeq.bench.report import rate, ratio, table
 
-JSON_NAME = "report.json"
-MARKDOWN_NAME = "report.md"
 REPORT_VERSION = 1
 
 
@@ -182,8 +180,4 @@ def markdown(report: dict[str, Any]) -> str:
 
 def write(report: dict[str, Any], folder: Path) -> tuple[Path, Path]:
     """Write ``report.json`` and ``report.md`` into ``folder``; return their paths."""
-    folder.mkdir(parents=True, exist_ok=True)
-    json_path, markdown_path = folder / JSON_NAME, folder / MARKDOWN_NAME
-    write_atomic(json_path, json.dumps(report, indent=2, default=str, allow_nan=False) + "\n")
-    write_atomic(markdown_path, markdown(report))
-    return json_path, markdown_path
+    return bench_report.write(report, folder, markdown)
