@@ -326,7 +326,7 @@ def results(
         raise JobError(incomplete_reason(record))
     with terminate_as_interrupt():
         if partial:
-            _write_partial(client, job, target, overwrite, keep)
+            _write_partial(client, record, target, overwrite, keep)
             if as_json:
                 _print_results_json(client, job, target)
             return
@@ -349,11 +349,13 @@ def _print_results_json(client: JobClient, job: str, output: Path) -> None:
     stdout.print_json(json.dumps(data))
 
 
-def _write_partial(client: JobClient, job: str, target: Path, overwrite: bool, keep: bool) -> None:
+def _write_partial(
+    client: JobClient, record: JobRecord, target: Path, overwrite: bool, keep: bool
+) -> None:
     from aeq.core.errors import JobError
 
     started = time.perf_counter()
-    record = client.record(job)
+    job = record.id
     with views.progress_bar(record.spec.total, record.spec.op, "settling") as advance:
         record = client.settled(job, advance)
     if not record.items_done:
