@@ -1,9 +1,10 @@
-"""aeq's Python API: the CLI's four verbs on NumPy arrays or files, returning NumPy arrays.
+"""aeq's Python API: the CLI's five verbs on NumPy arrays or files, returning NumPy arrays.
 
     >>> import aeq
     >>> clean = aeq.denoise(noisy)                 # uint8 (N, 28, 28), run in this process
     >>> codes = aeq.encode("digits/")              # float32 (N, 64), from a folder of PNGs
     >>> images = aeq.decode(codes, model="multilayer")
+    >>> scores = aeq.score(images)                 # per-item mse, psnr, ssim and rank
 
 Inputs get exactly the CLI's checks (``aeq.files``): a float array outside [0, 1], NaN or inf, a
 wrong shape or dtype raise ``InputError`` naming the first bad item, never a black image. Jobs run
@@ -17,6 +18,7 @@ and Celery are imported by the calls that use them.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
@@ -32,6 +34,8 @@ from aeq.queue.protocol import DEFAULT_CHUNK_SIZE
 if TYPE_CHECKING:
     from aeq.client.client import Submission
     from aeq.client.submissions import Inputs, PathLike
+    from aeq.files.memory import ArrayWriter
+    from aeq.files.score_files import Scores
     from aeq.model_summary import ModelSummary
     from worker.inference import Engine
 
@@ -46,6 +50,7 @@ __all__ = [
     "models",
     "read_images",
     "reconstruct",
+    "score",
 ]
 
 
@@ -179,6 +184,65 @@ def decode(
     return _run(settings, decode_submission(settings, codes, model, version, chunk_size))
 
 
+def score(
+    images: Inputs,
+    model: str | None = None,
+    version: int | None = None,
+    *,
+    calibrate: bool = False,
+    broker_url: str | None = None,
+    repository: PathLike | None = None,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    resize: bool = False,
+) -> Scores:
+    """Score how badly an autoencoder (default ``conv``) reconstructs each image, and rank them.
+
+    The scores are computed where the model runs (a worker, or this process); only they come
+    back. Each is measured against the image as given (for the denoising model: the noisy input).
+
+    Args:
+        images: as ``denoise``.
+        model: the model (default ``conv``).
+        version: the model version (default: the latest published).
+        calibrate: the images are known-good: record their MSE percentiles with the model
+            version (``calibration.json`` in its repository folder), so later scores report
+            which items are above them (``Scores.above``). Needs at least 100 images.
+        broker_url: as ``denoise``.
+        repository: as ``denoise``.
+        chunk_size: as ``denoise``.
+        resize: as ``denoise``.
+
+    Returns:
+        ``Scores``: ``mse``, ``psnr`` (dB) and ``ssim`` per image (float32, input order),
+        ``rank`` (1 = worst), ``names``, ``model``, ``version`` and the version's
+        ``calibration`` (``None`` if it has none); ``worst(k)``, ``above(percentile)``.
+
+    Raises:
+        UsageError: ``calibrate`` with fewer than 100 images, or a bad chunk size.
+        RepositoryError: ``calibrate`` and the repository cannot be written.
+        InputError, ModelNotFoundError, JobError, BrokerError: as ``denoise``.
+    """
+    from aeq.client.submissions import image_submission
+    from aeq.files.score_files import Scores
+
+    settings = _settings(broker_url, repository)
+    submission = image_submission(
+        settings, Operation.SCORE, images, model, version, chunk_size, resize
+    )
+    writer = _collect(settings, submission)
+    resolved = submission.version
+    scores = Scores.of(
+        writer.result(), writer.names, resolved.model, resolved.version, resolved.calibration()
+    )
+    if calibrate:
+        from aeq.client.scoring import record_calibration
+
+        source = "an array" if isinstance(images, np.ndarray) else str(images)
+        calibration = record_calibration(settings, resolved, scores, source)
+        scores = replace(scores, calibration=calibration)
+    return scores
+
+
 def read_images(images: Inputs, *, resize: bool = False) -> Images:
     """Read and check images as the verbs do, with the names they came from.
 
@@ -265,17 +329,24 @@ def _settings(broker_url: str | None, repository: PathLike | None) -> Settings:
 
 def _run(settings: Settings, submission: Submission) -> np.ndarray:
     """Run a checked submission through workers when a broker is set, else in this process."""
-    if settings.broker_url:
-        from aeq.client.remote import run_queued
+    return _collect(settings, submission).result()
 
-        return run_queued(settings, submission)
-    from aeq.client.local import run_local
+
+def _collect(settings: Settings, submission: Submission) -> ArrayWriter:
+    """Run a checked submission (queued or here) into an in-memory writer, names and all."""
     from aeq.files.memory import ArrayWriter
 
     spec = submission.spec()
     writer = ArrayWriter.for_job(spec.op, spec.total, spec.code_dim)
+    if settings.broker_url:
+        from aeq.client.remote import run_queued
+
+        run_queued(settings, submission, writer)
+        return writer
+    from aeq.client.local import run_local
+
     run_local(submission, writer, _engine(settings.providers, settings.threads_per_process))
-    return writer.result()
+    return writer
 
 
 @lru_cache(maxsize=4)

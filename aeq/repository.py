@@ -9,6 +9,12 @@ Versions are integers from 1; "latest" is the highest. ``config.json`` names eac
 outputs (name, dtype, dims; -1 is the dynamic batch dimension) and records what aeq adds: code
 dimension, opset, parity error, the training record, the sha256 of every file and library versions.
 
+A version may also hold ``calibration.json`` (``aeq score --calibrate``): the distribution of the
+``score`` operation's MSE over known-good items, as percentiles, against which later score jobs
+count the items past each. It is the one file added to a published version, written beside it and
+renamed into place (a reader sees the old calibration or the new, never half of one); the graphs
+and ``config.json`` never change once published.
+
 Publishing writes a staging folder and renames it into place, so a reader never sees half a
 version. Reading is TensorFlow-free (the worker uses it) and hands out model bytes only after their
 sha256 matches the recorded one.
@@ -23,7 +29,7 @@ import os
 import re
 import shutil
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,6 +40,9 @@ from aeq.core.durable import fsync_folder
 from aeq.core.errors import IntegrityError, ModelNotFoundError, RepositoryError
 
 CONFIG_FILE = "config.json"
+CALIBRATION_FILE = "calibration.json"
+CALIBRATION_FORMAT = "aeq-score-calibration"
+CALIBRATION_FORMAT_VERSION = 1
 _STAGING_PREFIX = ".staging-"
 _PUBLISH_ATTEMPTS = 20
 # A version folder is a positive integer without leading zeros ("7", never "07" or "0").
@@ -71,6 +80,62 @@ class GraphInfo:
     def output(self) -> TensorInfo:
         """The graph's single output."""
         return self.outputs[0]
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """What scores look like on known-good items: percentiles of one metric (higher = worse).
+
+    Attributes:
+        metric: the score metric, ``mse``.
+        percentiles: ``(percentile, value)`` pairs, ascending; e.g. ``(99.0, 0.021)``: 99 % of the
+            known-good items scored at most 0.021.
+        items: how many known-good items were scored.
+        source: what they were (the inputs as given on the command line).
+        recorded_at: when (ISO 8601, UTC).
+    """
+
+    metric: str
+    percentiles: tuple[tuple[float, float], ...]
+    items: int
+    source: str
+    recorded_at: str
+
+    def to_json(self) -> dict[str, Any]:
+        """The plain data ``calibration.json`` holds."""
+        return {
+            "format": CALIBRATION_FORMAT,
+            "format_version": CALIBRATION_FORMAT_VERSION,
+            "metric": self.metric,
+            "percentiles": [{"percentile": p, "value": v} for p, v in self.percentiles],
+            "items": self.items,
+            "source": self.source,
+            "recorded_at": self.recorded_at,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Calibration:
+        """Read the plain data back (``KeyError``, ``TypeError``, ``ValueError`` if malformed)."""
+        if data.get("format") != CALIBRATION_FORMAT:
+            raise ValueError(f"format is {data.get('format')!r}, not {CALIBRATION_FORMAT!r}")
+        pairs = tuple(
+            (float(entry["percentile"]), float(entry["value"])) for entry in data["percentiles"]
+        )
+        return cls(
+            metric=str(data["metric"]),
+            percentiles=tuple(sorted(pairs)),
+            items=int(data["items"]),
+            source=str(data["source"]),
+            recorded_at=str(data["recorded_at"]),
+        )
+
+    @classmethod
+    def of(
+        cls, metric: str, pairs: Sequence[tuple[float, float]], items: int, source: str
+    ) -> Calibration:
+        """A calibration recorded now."""
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        return cls(metric, tuple(sorted(pairs)), items, source, now)
 
 
 @dataclass(frozen=True)
@@ -134,6 +199,24 @@ class ModelVersion:
         """Check every recorded file's sha256 (raises ``IntegrityError`` on the first mismatch)."""
         for graph in Graph:
             self.read_verified(graph)
+
+    def calibration(self) -> Calibration | None:
+        """The score calibration recorded for this version, or ``None`` if there is none.
+
+        Raises:
+            RepositoryError: ``calibration.json`` is there but unreadable or malformed.
+        """
+        path = self.path / CALIBRATION_FILE
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            return None
+        except OSError as error:
+            raise RepositoryError(f"cannot read {path}: {error.strerror}") from None
+        try:
+            return Calibration.from_json(json.loads(text))
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as error:
+            raise RepositoryError(f"{path} is not an aeq score calibration: {error}") from None
 
 
 class ModelRepository:
@@ -217,6 +300,30 @@ class ModelRepository:
         finally:
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
+
+    def record_calibration(self, version: ModelVersion, calibration: Calibration) -> Path:
+        """Store ``calibration`` as the version's ``calibration.json``, replacing any before.
+
+        Written to a hidden file in the version folder, synced, then renamed over the old one.
+
+        Raises:
+            RepositoryError: the version folder cannot be written (a read-only mount, ...).
+        """
+        target = version.path / CALIBRATION_FILE
+        staged = version.path / f".{CALIBRATION_FILE}.{uuid.uuid4().hex}"
+        try:
+            _write_json(staged, calibration.to_json())
+            os.replace(staged, target)
+            fsync_folder(version.path)
+        except OSError as error:
+            raise RepositoryError(
+                f"cannot record the calibration of {version.label} in {version.path}: "
+                f"{error.strerror or error}"
+            ) from None
+        finally:
+            if staged.exists():
+                staged.unlink()
+        return target
 
     def _rename_into_place(
         self, model: str, staging: Path, config: dict[str, Any], hashes: dict[str, str]

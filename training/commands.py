@@ -23,7 +23,7 @@ from aeq.core.catalog import MODELS, model_spec
 from aeq.core.errors import CollapsedModelError, UsageError
 from aeq.core.options import JsonOption
 from aeq.core.settings import load_settings
-from training.data import MnistData, load_mnist
+from training.data import MnistData, load_mnist, parse_digits
 from training.recipe import DEFAULT_RECIPE, RECIPES, TrainingConfig, recipe
 from training.tensorflow_logs import import_tensorflow_quietly
 
@@ -65,6 +65,14 @@ def train(
         str,
         typer.Option("--recipe", help=f"{' or '.join(RECIPES)}: 'article' reproduces the article."),
     ] = DEFAULT_RECIPE,
+    digits: Annotated[
+        str | None,
+        typer.Option(
+            help="Train (and test) on these digits only, e.g. 0-8: the rest become anomalies "
+            "for 'aeq score'.",
+            show_default=False,
+        ),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Train the article's autoencoders on MNIST; write model.keras and record.json for each."""
@@ -73,9 +81,13 @@ def train(
     options = {"epochs": epochs, "batch_size": batch_size, "seed": seed, "train_limit": limit}
     try:
         configs = {name: recipe(recipe_name, model=name, **options) for name in names}
+        chosen_digits = None if digits is None else parse_digits(digits)
     except ValueError as error:
         raise UsageError(str(error)) from None
-    mnist = load_mnist(data, settings)
+    try:
+        mnist = load_mnist(data, settings).with_digits(chosen_digits)
+    except ValueError as error:
+        raise UsageError(f"--digits {digits}: {error}") from None
     out_dir = out if out is not None else settings.training_dir
     # With --json, stdout carries the JSON alone: the progress lines (Keras' too) go to stderr.
     progress = _stderr if as_json else _stdout

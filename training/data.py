@@ -22,6 +22,7 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,6 +77,67 @@ class MnistData:
             self.test_labels,
             self.source,
         )
+
+    def with_digits(self, digits: Sequence[int] | None) -> MnistData:
+        """Keep only the images of ``digits``, training and test alike (all for ``None``).
+
+        What ``aeq train --digits 0-8`` trains on: a model that never saw a 9, so that 9s can be
+        measured as anomalies (docs/RESULTS.md, "Anomaly scores"). The source names the digits.
+
+        Raises:
+            ValueError: a digit outside 0-9, or no training image left.
+        """
+        if digits is None:
+            return self
+        chosen = sorted(set(digits))
+        if not chosen or chosen[0] < 0 or chosen[-1] > 9:
+            raise ValueError(f"digits must be within 0-9, got {list(digits)}")
+        train = np.isin(self.train_labels, chosen)
+        test = np.isin(self.test_labels, chosen)
+        if not train.any():
+            raise ValueError(f"no training image is a {digits_text(chosen)}")
+        return MnistData(
+            self.train_images[train],
+            self.train_labels[train],
+            self.test_images[test],
+            self.test_labels[test],
+            f"{self.source}, digits {digits_text(chosen)} only",
+        )
+
+
+def parse_digits(text: str) -> tuple[int, ...]:
+    """``"0-8"``, ``"1,3,5"`` or ``"0-3,7"`` as the digits they name, ascending.
+
+    Raises:
+        ValueError: not digits 0-9, ranges and commas.
+    """
+    digits: set[int] = set()
+    for part in text.replace(" ", "").split(","):
+        low, _, high = part.partition("-")
+        if not (
+            low.isdigit() and len(low) == 1 and (not high or (high.isdigit() and len(high) == 1))
+        ):
+            raise ValueError(f"digits are 0-9, ranges like 0-8 and commas, not {text!r}")
+        first, last = int(low), int(high or low)
+        if first > last:
+            raise ValueError(f"the range {part} runs backwards")
+        digits.update(range(first, last + 1))
+    return tuple(sorted(digits))
+
+
+def digits_text(digits: Sequence[int]) -> str:
+    """Digits as ranges: (0, 1, 2, 3, 5) -> ``"0-3,5"``."""
+    parts: list[str] = []
+    ordered = sorted(set(digits))
+    start = previous = ordered[0]
+    for digit in [*ordered[1:], None]:
+        if digit is not None and digit == previous + 1:
+            previous = digit
+            continue
+        parts.append(str(start) if start == previous else f"{start}-{previous}")
+        if digit is not None:
+            start = previous = digit
+    return ",".join(parts)
 
 
 def load_mnist(data: Path | None = None, settings: Settings | None = None) -> MnistData:

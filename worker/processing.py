@@ -31,6 +31,7 @@ from aeq.queue.jobs import ChunkOutcome, ChunkStatus, JobSpec, JobStore, TakenCh
 from aeq.queue.protocol import TASK_NAME, ChunkMessage, decode_array, encode_array
 from aeq.repository import ModelRepository, ModelVersion
 from worker.inference import Engine
+from worker.scoring import run_chunk
 
 logger = logging.getLogger(__name__)
 
@@ -105,7 +106,8 @@ def process_chunk(
 def _run(context: WorkerContext, message: ChunkMessage, taken: TakenChunk) -> dict[str, Any]:
     version = _check_against_job(context, message, taken.spec)
     items = decode_array(message, taken.data)
-    result = context.engine.run(version, message.op, items)
+    # For ``score`` the result is the items' scores, not their reconstructions (worker.scoring).
+    result = run_chunk(context.engine, version, message.op, items)
     status = ChunkStatus(
         chunk=message.chunk,
         outcome=ChunkOutcome.DONE,

@@ -20,6 +20,10 @@ PARITY_ATOL = 1e-4
 IMAGE_TENSOR = "image"
 CODE_TENSOR = "code"
 RECONSTRUCTION_TENSOR = "reconstruction"
+# What ``score`` returns per item, in this column order: the reconstruction's mean squared error
+# and PSNR (dB) against the item as given, and its SSIM (7x7 window), all on pixels in [0, 1].
+# Items are ranked by the first (higher = worse reconstructed = more anomalous).
+SCORE_METRICS = ("mse", "psnr", "ssim")
 
 
 class Graph(StrEnum):
@@ -79,6 +83,7 @@ class Operation(StrEnum):
     RECONSTRUCT = "reconstruct"
     ENCODE = "encode"
     DECODE = "decode"
+    SCORE = "score"  # reconstruct, then keep only how far each item is from its reconstruction
 
     @property
     def graph(self) -> Graph:
@@ -88,6 +93,7 @@ class Operation(StrEnum):
             Operation.RECONSTRUCT: Graph.AUTOENCODER,
             Operation.ENCODE: Graph.ENCODER,
             Operation.DECODE: Graph.DECODER,
+            Operation.SCORE: Graph.AUTOENCODER,
         }[self]
 
     @property
@@ -98,6 +104,7 @@ class Operation(StrEnum):
             Operation.RECONSTRUCT: "conv",
             Operation.ENCODE: "multilayer",
             Operation.DECODE: None,
+            Operation.SCORE: "conv",
         }[self]
 
 

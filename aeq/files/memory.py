@@ -26,6 +26,7 @@ from aeq.files.image_parts import ImagePart, _check_pixel_values, _to_uint8
 from aeq.files.image_parts import image_grid as check_grid
 from aeq.files.inputs import ImageSource
 from aeq.files.names import item_names, unique_names
+from aeq.queue.protocol import output_layout
 
 IMAGES_LABEL = "the images array"
 CODES_LABEL = "the codes array"
@@ -167,10 +168,15 @@ class ArrayWriter:
 
     @classmethod
     def for_job(cls, op: Operation, total: int, code_dim: int) -> ArrayWriter:
-        """A writer for ``op``'s output: uint8 ``(N, 28, 28)`` images, float32 codes for encode."""
-        if op is Operation.ENCODE:
-            return cls(total, (code_dim,), np.dtype(np.float32))
-        return cls(total, (IMAGE_SIDE, IMAGE_SIDE), np.dtype(np.uint8))
+        """A writer for ``op``'s output: uint8 ``(N, 28, 28)`` images, float32 codes for encode,
+        float32 ``(N, len(SCORE_METRICS))`` for score (``aeq.queue.protocol.output_layout``)."""
+        dtype, shape = output_layout(op, total, code_dim)
+        return cls(total, shape[1:], np.dtype(dtype))
+
+    @property
+    def items_written(self) -> int:
+        """How many items have arrived so far."""
+        return int(np.count_nonzero(self._written))
 
     def write(self, start: int, names: list[str], array: np.ndarray) -> None:
         """Store the items ``start .. start + len(array) - 1``; chunks may come in any order.
@@ -202,7 +208,7 @@ class ArrayWriter:
         Raises:
             JobError: some items never arrived.
         """
-        missing = len(self.array) - int(np.count_nonzero(self._written))
+        missing = len(self.array) - self.items_written
         if missing:
             first = int(np.argmin(self._written))
             raise JobError(

@@ -10,6 +10,8 @@ from __future__ import annotations
 import importlib.metadata
 import inspect
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -438,3 +440,15 @@ def test_interrupting_a_queued_call_cancels_its_job(
         aeq.denoise(images, broker_url=redis_server.url, chunk_size=5)
     (record,) = JobStore(redis_client, 600).recent(5)
     assert record.state is JobState.CANCELLED and redis_client.llen("aeq") == 3
+
+
+def test_import_aeq_loads_the_api_on_first_use_only():
+    script = (
+        "import sys, aeq\n"
+        "print('numpy' in sys.modules, 'aeq.api' in sys.modules)\n"
+        "from aeq import *\n"
+        "print(denoise is aeq.denoise, Client is aeq.api.Client, 'score' in dir(aeq))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["False False", "True True True"]
