@@ -13,6 +13,10 @@ import pytest
 import redis
 
 from aeq.private_service import RedisServer
+from training.tensorflow_logs import set_tensorflow_environment
+
+# Tests that import Keras directly load TensorFlow as aeq's commands do: same kernels, same numbers.
+set_tensorflow_environment()
 
 
 @pytest.fixture(scope="session")

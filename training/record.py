@@ -43,6 +43,8 @@ class TrainingRecord:
         test_psnr_db: PSNR of ``test_mse`` (the denoising model's is on noise-0.5 inputs).
         test_code_zero_fraction: share of exact zeros in the code activations on the test set.
         history: per-epoch ``loss``/``val_loss``/``mse``/``val_mse``/``learning_rate`` lists.
+        kernels: the CPU kernel path (``training.tensorflow_logs.kernel_path``): oneDNN on or
+            off, its instruction-set cap, the CPU. Same seed + same path = same weights.
     """
 
     model: str
@@ -70,6 +72,7 @@ class TrainingRecord:
     created_at: str
     noisy_input_psnr_db: float | None = None
     history: dict[str, list[float]] = field(default_factory=dict)
+    kernels: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> str:
         """The record as indented, strict JSON text (a NaN or infinite number becomes null)."""

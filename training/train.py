@@ -13,10 +13,11 @@ Example, without the CLI::
     record = train_model("conv", recipe("default", seed=1), load_mnist(), Path("trained"))
     record.test_mse, record.collapsed  # also in trained/conv/record.json beside model.keras
 
-``train_model`` seeds everything (same seed + same data = same weights on CPU), holds out a
-validation split, trains with the recipe's loss, schedule and early stopping (the best weights are
-kept), measures the kept model on the whole test set, decides whether it collapsed, and writes
-``<out_dir>/<name>/model.keras`` and ``record.json`` atomically (``training.record``).
+``train_model`` seeds everything (same seed + same data + same CPU kernel path = same weights;
+the record names the path), holds out a validation split, trains with the recipe's loss,
+schedule and early stopping (the best weights are kept), measures the kept model on the whole
+test set, decides whether it collapsed, and writes ``<out_dir>/<name>/model.keras`` and
+``record.json`` atomically (``training.record``).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from training import architectures, batches, metrics
 from training.data import MnistData
 from training.recipe import TrainingConfig
 from training.record import TrainingRecord, write_trained
+from training.tensorflow_logs import kernel_path
 
 PREDICT_BATCH_SIZE = 500
 # The sigmoid's starting point for the logit_mean bias is kept off 0 and 1.
@@ -62,13 +64,46 @@ def train_model(
     seed_everything(config.seed)
     noise = config.noise_factor if spec.noisy_input else 0.0
     arrays = batches.split(data, spec, config.validation_fraction, config.train_limit, noise)
-    steps_per_epoch = math.ceil(len(arrays.train) / config.batch_size)
-    model = compile_model(name, config, arrays.train, steps_per_epoch)
+    model, start_history = best_start(name, spec, config, arrays, verbose)
     early_stopping, callbacks = make_callbacks(config)
-    history = _fit(model, spec, config, arrays, callbacks, verbose)
+    first_epoch = len(start_history.get("loss", []))
+    history = _fit(model, spec, config, arrays, callbacks, verbose, first_epoch)
+    keys = start_history | history
+    history = {key: start_history.get(key, []) + history.get(key, []) for key in keys}
+    if first_epoch >= config.epochs:  # the starts used every epoch: no early stopping ran
+        early_stopping = None
     record = make_record(spec, config, data, arrays, model, history, early_stopping, started)
     write_trained(out_dir / name, model.save, record)
     return record
+
+
+def best_start(
+    name: str, spec: ModelSpec, config: TrainingConfig, arrays: batches.Split, verbose: int
+) -> tuple[keras.Model, dict[str, list[Any]]]:
+    """The compiled model to train on, and the history of the epochs it has had already.
+
+    With ``start_trials`` > 1, each start trains ``start_trial_epochs`` epochs of the recipe's
+    schedule (the first with the seed's own weights, the others reseeded from it) and the one
+    with the lowest validation loss is kept: a start whose ReLUs died early is left behind.
+    """
+    steps_per_epoch = math.ceil(len(arrays.train) / config.batch_size)
+    if config.start_trials == 1:
+        return compile_model(name, config, arrays.train, steps_per_epoch), {}
+    trial_epochs = min(config.start_trial_epochs, config.epochs)
+    starts = []
+    for trial in range(config.start_trials):
+        if trial > 0:
+            keras.utils.set_random_seed(trial_seed(config.seed, trial))
+        model = compile_model(name, config, arrays.train, steps_per_epoch)
+        history = _fit(model, spec, config, arrays, [], verbose, 0, trial_epochs)
+        starts.append((min(history["val_loss"]), trial, model, history))
+    _, _, model, history = min(starts, key=lambda start: start[:2])
+    return model, history
+
+
+def trial_seed(seed: int, trial: int) -> int:
+    """The seed of start ``trial`` (> 0) of a run seeded ``seed``: distinct for every pair."""
+    return int(np.random.SeedSequence([seed, trial]).generate_state(1)[0])
 
 
 def _fit(
@@ -78,14 +113,20 @@ def _fit(
     arrays: batches.Split,
     callbacks: list[keras.callbacks.Callback],
     verbose: int,
+    first_epoch: int = 0,
+    epochs: int | None = None,
 ) -> dict[str, list[Any]]:
-    """Run ``model.fit`` as the recipe says; return its per-epoch history."""
+    """Run ``model.fit`` from ``first_epoch`` to ``epochs`` (the recipe's); return the history."""
+    last_epoch = config.epochs if epochs is None else epochs
+    if first_epoch >= last_epoch:
+        return {}
     inputs, targets = training_inputs(spec, config, arrays)
     return model.fit(
         inputs,
         targets,
         validation_data=(arrays.validation_inputs, arrays.validation_targets),
-        epochs=config.epochs,
+        initial_epoch=first_epoch,
+        epochs=last_epoch,
         callbacks=callbacks,
         verbose=verbose,
         **({} if spec.noisy_input else {"batch_size": config.batch_size, "shuffle": True}),
@@ -115,13 +156,21 @@ def compile_model(
 
 
 def learning_rate(config: TrainingConfig, steps_per_epoch: int) -> Any:
-    """A constant (also the start of ``plateau``) or a cosine decay over every step."""
+    """A constant (also the start of ``plateau``) or a cosine decay over every step (after a
+    linear warmup of ``warmup_epochs``, at most all epochs but one)."""
     if config.schedule != "cosine":
         return config.learning_rate
+    alpha = config.min_learning_rate / config.learning_rate
+    warmup_epochs = min(config.warmup_epochs, config.epochs - 1)
+    if warmup_epochs == 0:
+        decay_steps = config.epochs * steps_per_epoch
+        return keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps, alpha)
     return keras.optimizers.schedules.CosineDecay(
-        config.learning_rate,
-        decay_steps=config.epochs * steps_per_epoch,
-        alpha=config.min_learning_rate / config.learning_rate,
+        0.0,
+        decay_steps=(config.epochs - warmup_epochs) * steps_per_epoch,
+        alpha=alpha,
+        warmup_target=config.learning_rate,
+        warmup_steps=warmup_epochs * steps_per_epoch,
     )
 
 
@@ -202,6 +251,7 @@ def make_record(
         libraries=library_versions(),
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         history={key: [float(value) for value in values] for key, values in history.items()},
+        kernels=kernel_path() if keras.backend.backend() == "tensorflow" else {},
     )
 
 
