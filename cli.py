@@ -16,6 +16,7 @@ import functools
 import importlib
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -151,8 +152,50 @@ STAGES = (
 OPTIONAL_STAGES = ("aeq.evaluation", "aeq.bench", "aeq.demo")
 
 
-def _register_stages(app: typer.Typer) -> None:
-    for name in STAGES:
+# Which stage registers each command. 'aeq COMMAND ...' imports only that stage: a command, or its
+# help, needs nothing of the others, and their imports are most of the start-up time.
+# tests/unit/test_cli_conventions.py checks this against what each stage registers.
+COMMAND_STAGES = {
+    "train": "training.commands",
+    **dict.fromkeys(("export", "models"), "export.commands"),
+    **dict.fromkeys(
+        (
+            "denoise",
+            "reconstruct",
+            "encode",
+            "decode",
+            "score",
+            "status",
+            "results",
+            "cancel",
+            "jobs",
+            "dead-letters",
+        ),  # fmt: skip
+        "aeq.client.commands",
+    ),
+    "worker": "worker.commands",
+    "samples": "aeq.samples",
+    "evaluate": "aeq.evaluation.commands",
+    "bench": "aeq.bench.commands",
+    "demo": "aeq.demo",
+}
+# The installed entry point's name: only its command line is read to pick stages (an importer of
+# ``cli`` such as a test gets every stage).
+ENTRY_POINT = "aeq"
+
+
+def stages_for(argv: Sequence[str]) -> tuple[str, ...]:
+    """The stage modules to import for the command line ``argv``: the one that owns the named
+    command; all of them for ``aeq -h``, shell completion, an unknown command, or when ``cli``
+    is imported by something other than the ``aeq`` entry point."""
+    if len(argv) < 2 or Path(argv[0]).name != ENTRY_POINT:
+        return STAGES
+    stage = COMMAND_STAGES.get(argv[1])
+    return (stage,) if stage else STAGES
+
+
+def _register_stages(app: typer.Typer, stages: Sequence[str] = STAGES) -> None:
+    for name in stages:
         try:
             stage = importlib.import_module(name)
         except ModuleNotFoundError as error:
@@ -162,7 +205,7 @@ def _register_stages(app: typer.Typer) -> None:
         stage.register(app)
 
 
-_register_stages(app)
+_register_stages(app, stages_for(sys.argv))
 
 
 if __name__ == "__main__":

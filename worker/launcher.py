@@ -19,9 +19,10 @@ import socket
 import sys
 from dataclasses import dataclass, replace
 
-from aeq.core.errors import ProviderError, UsageError
+from aeq.core.errors import ProviderError, RepositoryError, UsageError
 from aeq.core.settings import Settings
 from aeq.queue.store import connect, redact
+from aeq.repository import ModelRepository
 from worker.inference import CUDA_PROVIDER, cpu_cores, gpu_expected, threads_per_process
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -100,9 +101,30 @@ def require_cuda(settings: Settings) -> None:
         )
 
 
+def published_repository(settings: Settings) -> tuple[Settings, list[str]]:
+    """``settings`` with the model repository made absolute, and the models it publishes.
+
+    A worker started in the wrong folder would otherwise read a relative path, say ``ready``, and
+    fail every chunk with "no models published".
+
+    Raises:
+        RepositoryError: the repository publishes no model.
+    """
+    root = settings.model_repository.expanduser().resolve()
+    models = ModelRepository(root).models()
+    if not models:
+        where = "does not exist" if not root.is_dir() else "publishes no models"
+        raise RepositoryError(
+            f"aeq worker: the model repository {root} {where}; point --repository or "
+            "AEQ_MODEL_REPOSITORY at one ('aeq train all' and 'aeq export all' make one)"
+        )
+    return settings.with_overrides(model_repository=root), models
+
+
 def start(settings: Settings, options: LaunchOptions) -> None:
     """Check everything that can be checked, then run the worker until it is stopped."""
     check_options(settings, options)
+    settings, models = published_repository(settings)
     options = resolved(settings, options)
     concurrency = options.concurrency or 1
     connect(settings.broker_url or "")
@@ -120,7 +142,7 @@ def start(settings: Settings, options: LaunchOptions) -> None:
     print(
         f"aeq worker: broker {redact(settings.broker_url or '')}, {concurrency} "
         f"process(es) x {threads_per_process(settings, concurrency)} ONNX Runtime "
-        f"thread(s), model repository {settings.model_repository}",
+        f"thread(s), model repository {settings.model_repository} ({', '.join(models)})",
         file=sys.stderr,
         flush=True,
     )

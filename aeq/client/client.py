@@ -20,7 +20,7 @@ import numpy as np
 import redis
 from kombu.exceptions import OperationalError
 
-from aeq.core.catalog import IMAGE_SIDE, Operation
+from aeq.core.catalog import Operation
 from aeq.core.errors import JobError, StoreFullError
 from aeq.core.settings import Settings
 from aeq.queue.jobs import (
@@ -32,8 +32,17 @@ from aeq.queue.jobs import (
     JobState,
     JobStore,
 )
-from aeq.queue.protocol import TASK_NAME, ChunkMessage, encode_array
+from aeq.queue.lost_messages import QUIET_S, lost_chunks
+from aeq.queue.protocol import (
+    QUEUE,
+    TASK_NAME,
+    ChunkMessage,
+    encode_array,
+    expected_layout,
+    output_layout,
+)
 from aeq.queue.store import connect, redact
+from aeq.queue.workers import Liveness
 from aeq.repository import ModelVersion
 
 # How long one BLPOP waits before the follower re-reads the chunk statuses (which also catches
@@ -46,6 +55,13 @@ FETCH_BATCH_CHUNKS = 4
 # A job may take Redis only up to this share of its maxmemory, so running jobs keep room for
 # their outputs: a job that would pass it is refused before anything is queued.
 ADMISSION_SHARE = 0.9
+# A waiting client keeps at most this many chunks per live worker process queued and unfinished
+# (settings.window_chunks overrides): one running and one ready to start in every process, so
+# the workers never wait for the client, and a job queued later by someone else waits behind
+# about one chunk per process, not behind the whole of this job. At least MIN_WINDOW_CHUNKS, so
+# a job starts moving while the first worker's heartbeat is still on its way.
+WINDOW_CHUNKS_PER_SLOT = 2
+MIN_WINDOW_CHUNKS = 4
 # Pauses between tries while a follower rides out a lost Redis (for settings.reconnect_window_s).
 RECONNECT_PAUSES_S = (0.5, 1.0, 2.0, 4.0)
 
@@ -105,6 +121,8 @@ class FollowState:
     items: int = 0
     cancelled: bool = False
     spec: JobSpec | None = None
+    # When a chunk of the job last finished (or the follow began), for the lost-message check.
+    news_at: float = field(default_factory=time.monotonic)
 
     def finished(self) -> int:
         return len(self.written) + len(self.failed) + len(self.skipped)
@@ -126,8 +144,11 @@ class JobClient:
         # Where one-line notices go (a lost Redis, a reconnection); the CLI prints them.
         self.notify: Notice = notify or (lambda _: None)
         self.store = JobStore(connect(settings.results_url or ""), settings.result_ttl_s)
+        self.broker = self.store.client
         if settings.broker_url != settings.results_url:
-            connect(settings.broker_url)
+            self.broker = connect(settings.broker_url)
+        # Says when no worker consumes the queue while this client waits (workers' heartbeats).
+        self.liveness = Liveness(self.store.client, QUEUE, self.notify)
         self._celery: Any = None
 
     # -- submitting ---------------------------------------------------------------------------
@@ -138,12 +159,14 @@ class JobClient:
         on_queued: Progress | None = None,
         between_chunks: Callable[[str], None] | None = None,
         on_created: Callable[[str], None] | None = None,
+        paced: bool = False,
     ) -> str:
         """Create the job and queue every chunk; return the job id.
 
         ``on_created(job)`` runs once the job exists, before its first chunk is queued (the CLI
         prints the id there, so a user can always find the job); ``between_chunks(job)`` runs
-        after each chunk is queued (the waiting CLI writes finished outputs there). Interrupted
+        after each chunk is queued (the waiting CLI writes finished outputs there; ``paced``:
+        and waits for room, so only a window of inputs counts against Redis' memory). Interrupted
         before every chunk is queued, the job is cancelled: it could never complete.
 
         Raises:
@@ -152,12 +175,12 @@ class JobClient:
             JobError: Redis was lost while queuing (the job cannot complete).
         """
         spec = submission.spec()
-        self._admit(spec)
+        self._admit(spec, self.window(self.liveness.count_slots()) if paced else None)
         job = self.store.create(spec)
-        if on_created:
-            on_created(job)
         queued_items = 0
         try:
+            if on_created:  # inside: an interrupt while it runs cancels the job too
+                on_created(job)
             with self._celery_app().producer_or_acquire() as producer:
                 for chunk, (names, array) in enumerate(submission.source.chunks(spec.chunk_size)):
                     # Safe to repeat after a lost Redis: the put is idempotent, and a message
@@ -195,12 +218,12 @@ class JobClient:
         self.store.end_submission(job, spec.chunks)
         return job
 
-    def _admit(self, spec: JobSpec) -> None:
+    def _admit(self, spec: JobSpec, window_chunks: int | None) -> None:
         """Refuse a job that would take Redis past ``ADMISSION_SHARE`` of its maxmemory."""
         used, limit = self.store.memory()
         if not limit:
             return
-        need = spec.redis_bytes()
+        need = spec.redis_bytes(window_chunks)
         room = int(limit * ADMISSION_SHARE) - used
         if need > room:
             raise StoreFullError(
@@ -218,8 +241,19 @@ class JobClient:
             raise JobError(
                 f"chunk {chunk} has {len(array)} items, expected {spec.chunk_count(chunk)}"
             )
-        message = ChunkMessage.for_array(job, chunk, spec.op, spec.model, spec.version, array)
+        dtype, shape = expected_layout(spec.op, len(array), spec.code_dim)
+        if str(array.dtype) != dtype or array.shape != shape:
+            raise JobError(
+                f"chunk {chunk} is {array.dtype} {array.shape}, expected {dtype} {shape}"
+            )
         self.store.put_chunk(job, chunk, encode_array(array), names)
+        self._send_chunk(producer, job, spec, chunk)
+
+    def _send_chunk(self, producer: Any, job: str, spec: JobSpec, chunk: int) -> None:
+        """Send chunk ``chunk``'s message (its input is in the store already)."""
+        count = spec.chunk_count(chunk)
+        dtype, shape = expected_layout(spec.op, count, spec.code_dim)
+        message = ChunkMessage(job, chunk, spec.op, spec.model, spec.version, count, dtype, shape)
         self._celery_app().send_task(
             TASK_NAME, kwargs=message.to_wire(), producer=producer, serializer="msgpack"
         )
@@ -255,6 +289,7 @@ class JobClient:
             self._resilient(job, lambda: self._read_record(job, writer, state))
         spec = state.job_spec()
         if not block:
+            self.liveness.check(job)
             self._take_events(job, writer, state, self._pending_events(job))
         while block and state.finished() < spec.chunks and not state.cancelled:
             self._resilient(job, lambda: self._follow_step(job, writer, state))
@@ -266,15 +301,66 @@ class JobClient:
             _raise_if_unsuccessful(job, spec, state)
         return state
 
+    def window(self, slots: int | None = None) -> int:
+        """How many chunks a waiting client may have queued and unfinished at once, with
+        ``slots`` worker processes (default: those seen at the last liveness check)."""
+        if self.settings.window_chunks:
+            return self.settings.window_chunks
+        slots = self.liveness.slots if slots is None else slots
+        return max(MIN_WINDOW_CHUNKS, WINDOW_CHUNKS_PER_SLOT * slots)
+
+    def wait_for_room(
+        self,
+        job: str,
+        queued: int,
+        writer: ChunkWriter,
+        state: FollowState,
+        on_progress: Progress | None = None,
+    ) -> None:
+        """Write finished chunks as they come until fewer than ``window()`` of the ``queued``
+        chunks are unfinished (the submitter's pace: Redis holds about a window, not a job)."""
+        self.follow(job, writer, state, on_progress, block=False)
+        chunks = state.job_spec().chunks
+        while queued < chunks and queued - state.finished() >= self.window():
+            if state.cancelled:
+                return  # submit() ends the submission and raises
+            self.store.renew_lease(job)  # waiting, not gone: the job is not incomplete
+            self._follow_step(job, writer, state)
+            if on_progress:
+                on_progress(state.items)
+
     def _follow_step(self, job: str, writer: ChunkWriter, state: FollowState) -> None:
+        self.liveness.check(job)
         events = self._next_events(job)
         if events is not None:
+            self.liveness.progressed(job)
             self._take_events(job, writer, state, events)
             return
         # Nothing for a while: read the record again (the statuses are the truth).
         record = self._read_record(job, writer, state)
         if record.state is JobState.INCOMPLETE:
             raise JobError(incomplete_reason(record))
+        if time.monotonic() - state.news_at >= QUIET_S:
+            state.news_at = time.monotonic()
+            self._requeue_lost(record)
+
+    def _requeue_lost(self, record: JobRecord) -> None:
+        """Queue again the chunks of a quiet job whose message the broker lost (see
+        ``aeq.queue.lost_messages``)."""
+        if record.cancelled:
+            return
+        outstanding = [c for c in range(record.queued) if c not in record.statuses]
+        lost = lost_chunks(self.broker, QUEUE, record.id, outstanding)
+        if not lost:
+            return
+        with self._celery_app().producer_or_acquire() as producer:
+            for chunk in lost:
+                self._send_chunk(producer, record.id, record.spec, chunk)
+        shown = ", ".join(map(str, lost[:5])) + (", ..." if len(lost) > 5 else "")
+        self.notify(
+            f"the broker had lost the message of {len(lost)} chunk(s) of job {record.id} "
+            f"(chunk {shown}; a Redis restart?): queued again"
+        )
 
     def _read_record(self, job: str, writer: ChunkWriter, state: FollowState) -> JobRecord:
         record = self.store.get(job)
@@ -335,6 +421,7 @@ class JobClient:
         statuses: Iterable[tuple[int, ChunkStatus]],
     ) -> None:
         ready = []
+        finished_before = state.finished()
         for chunk, status in sorted(statuses):
             if chunk in state.written or chunk in state.failed or chunk in state.skipped:
                 continue
@@ -349,6 +436,8 @@ class JobClient:
             writer.write(spec.chunk_start(chunk), names, array)
             state.written.add(chunk)
             state.items += len(array)
+        if ready or finished_before != state.finished():
+            state.news_at = time.monotonic()
 
     def _outputs(
         self, job: str, spec: JobSpec, chunks: list[int]
@@ -417,29 +506,38 @@ def submit_collecting(
     on_progress: Progress | None = None,
     on_created: Callable[[str], None] | None = None,
 ) -> str:
-    """Queue ``submission`` and, between its chunks, write the outputs already finished; return
-    the job id.
+    """Queue ``submission`` a window at a time, writing the outputs that finish meanwhile;
+    return the job id.
 
     What every submitter that waits for its results does (``aeq denoise -o``, the Python API's
-    queued verbs, ``aeq bench``): collecting while queuing keeps Redis from holding a large job's
-    inputs and outputs all at once. The caller then follows the job to its end with
-    ``client.follow(job, writer, state)``, and decides what an interrupt means at each step.
-    ``on_created`` is ``JobClient.submit``'s.
+    queued verbs, ``aeq bench``): the next chunk is queued only once fewer than
+    ``client.window()`` are unfinished, so Redis holds a window of the job's inputs however large
+    it is, and jobs queued meanwhile by others take their turns between this job's chunks. The
+    caller then follows the job to its end with ``client.follow(job, writer, state)``, and
+    decides what an interrupt means at each step. ``on_created`` is ``JobClient.submit``'s.
     """
+    queued = 0
 
-    def collect_ready(job: str) -> None:
-        client.follow(job, writer, state, on_progress, block=False)
+    def count_queued(items: int) -> None:
+        nonlocal queued
+        queued = -(-items // submission.chunk_size)  # chunks (the last may be short)
 
-    return client.submit(submission, between_chunks=collect_ready, on_created=on_created)
+    def collect_ready(job: str) -> None:  # retried as a whole after a lost Redis
+        client.wait_for_room(job, queued, writer, state, on_progress)
+
+    return client.submit(
+        submission,
+        on_queued=count_queued,
+        between_chunks=collect_ready,
+        on_created=on_created,
+        paced=True,
+    )
 
 
 def _output_array(job: str, spec: JobSpec, chunk: int, raw: bytes | None) -> np.ndarray:
     """A finished chunk's output bytes as the array they encode, after checking their size."""
-    count = spec.chunk_count(chunk)
-    dtype: np.dtype[Any] = np.dtype(np.uint8)
-    shape: tuple[int, ...] = (count, IMAGE_SIDE, IMAGE_SIDE)
-    if spec.op is Operation.ENCODE:
-        dtype, shape = np.dtype(np.float32), (count, spec.code_dim)
+    dtype_name, shape = output_layout(spec.op, spec.chunk_count(chunk), spec.code_dim)
+    dtype = np.dtype(dtype_name)
     expected = int(np.prod(shape)) * dtype.itemsize
     if raw is None or len(raw) != expected:
         got = "nothing" if raw is None else f"{len(raw)} bytes"

@@ -1,8 +1,8 @@
-"""The job commands: ``denoise``, ``reconstruct``, ``encode``, ``decode``, ``status``, ``results``,
-``cancel``, ``jobs`` and ``worker``.
+"""The job commands: ``denoise``, ``reconstruct``, ``encode``, ``decode``, ``score``, ``status``,
+``results``, ``cancel``, ``jobs`` and ``worker``.
 
 TensorFlow-free. ONNX Runtime and Celery are imported inside the commands that use them, so
-``aeq --help`` stays quick. With ``AEQ_BROKER_URL`` unset the four verbs run in this process
+``aeq --help`` stays quick. With ``AEQ_BROKER_URL`` unset the five verbs run in this process
 (local mode); with it set they queue the job to workers through Redis and, unless ``--no-wait``,
 follow it to the end, writing outputs as chunks finish.
 """
@@ -25,11 +25,14 @@ from aeq.core.errors import UsageError
 from aeq.core.options import JsonOption, RepositoryOption
 from aeq.core.settings import Settings, load_settings
 from aeq.queue.protocol import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE
-from aeq.repository import ModelRepository, ModelVersion
+from aeq.repository import Calibration, ModelRepository, ModelVersion
 
 if TYPE_CHECKING:  # redis-py and Celery come with these; 'aeq -h' does without
     from aeq.client.client import ChunkSource, JobClient, Submission
+    from aeq.client.views import JobWriter
+    from aeq.files.score_files import Scores
     from aeq.queue.jobs import JobRecord
+    from aeq.queue.workers import WorkerInfo
 
 InputsArgument = Annotated[
     list[Path],
@@ -65,6 +68,8 @@ class JobOptions:
     chunk_size: int
     overwrite: bool
     no_wait: bool
+    # Run without an output file (score --calibrate): the writer only collects.
+    collect_only: bool = False
 
 
 def register(app: typer.Typer) -> None:
@@ -73,6 +78,7 @@ def register(app: typer.Typer) -> None:
     app.command("reconstruct")(reconstruct)
     app.command("encode")(encode)
     app.command("decode")(decode)
+    app.command("score")(score)
     app.command("status")(status)
     app.command("results")(results)
     app.command("cancel")(cancel)
@@ -162,6 +168,88 @@ def decode(
     _run(settings, Operation.DECODE, resolved, source, options)
 
 
+def score(
+    inputs: InputsArgument,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="SCORES.csv, .json or .npy: per item mse, psnr, ssim, rank, name, model@version.",
+            show_default=False,
+        ),
+    ] = None,
+    model: ModelOption = None,
+    version: VersionOption = None,
+    repository: RepositoryOption = None,
+    chunk_size: ChunkOption = DEFAULT_CHUNK_SIZE,
+    resize: ResizeOption = False,
+    overwrite: OverwriteOption = False,
+    no_wait: NoWaitOption = False,
+    top: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            metavar="K",
+            help="Also draw the K worst items (input | reconstruction | difference) into "
+            "SCORES-top.png.",
+        ),
+    ] = 0,
+    calibrate: Annotated[
+        bool,
+        typer.Option(
+            "--calibrate",
+            help="The inputs are known-good: record their score percentiles with the model "
+            "version, so later jobs count the items past them.",
+        ),
+    ] = False,
+) -> None:
+    """Score how badly an autoencoder (default: conv) reconstructs each item; rank them."""
+    if no_wait and (top or calibrate):
+        raise UsageError("--top and --calibrate need the scores: leave out --no-wait")
+    if top and output is None:
+        raise UsageError("--top draws beside the scores: give them with -o/--output")
+    if output is None and not calibrate and not no_wait:
+        raise UsageError("give the output with -o/--output (a .csv, .json or .npy file)")
+    if output is not None:
+        from aeq.files.score_files import check_score_path
+
+        check_score_path(output)
+    settings, resolved, source = _image_inputs(
+        Operation.SCORE, inputs, model, version, repository, resize
+    )
+    options = JobOptions(output, chunk_size, overwrite, no_wait, collect_only=calibrate)
+    writer = _run(settings, Operation.SCORE, resolved, source, options)
+    if writer is None:
+        return
+    scores: Scores | None = getattr(writer, "scores", None)
+    if scores is None:
+        raise UsageError("score job ended without scores")  # pragma: no cover - a fault in aeq
+    views.print_scores(scores, hint_calibration=not calibrate)
+    if calibrate:
+        _calibrate(settings, resolved, scores, inputs)
+    if top:
+        from aeq.client.scoring import draw_worst, top_picture_path
+
+        assert output is not None
+        path = draw_worst(settings, resolved, source, scores, top, top_picture_path(output))
+        stderr.print(f"the {min(top, len(scores.scores))} worst items: {path}")
+
+
+def _calibrate(
+    settings: Settings, version: ModelVersion, scores: Scores, inputs: list[Path]
+) -> None:
+    from aeq.client.scoring import record_calibration
+
+    source = " ".join(str(path) for path in inputs)
+    calibration = record_calibration(settings, version, scores, source)
+    levels = ", ".join(f"p{p:g} {value:.4g}" for p, value in calibration.percentiles)
+    stderr.print(
+        f"calibrated {version.label} on {calibration.items} known-good items "
+        f"({calibration.metric}: {levels})"
+    )
+
+
 def _image_job(
     op: Operation,
     inputs: list[Path],
@@ -171,6 +259,18 @@ def _image_job(
     resize: bool,
     options: JobOptions,
 ) -> None:
+    settings, resolved, source = _image_inputs(op, inputs, model, version, repository, resize)
+    _run(settings, op, resolved, source, options)
+
+
+def _image_inputs(
+    op: Operation,
+    inputs: list[Path],
+    model: str | None,
+    version: int | None,
+    repository: Path | None,
+    resize: bool,
+) -> tuple[Settings, ModelVersion, ChunkSource]:
     from aeq.files.inputs import open_images
 
     settings = load_settings().with_overrides(model_repository=repository)
@@ -181,7 +281,7 @@ def _image_job(
             f"skipped {len(source.skipped)} file(s) that are not images or arrays "
             f"(first: {source.skipped[0]})"
         )
-    _run(settings, op, resolved, source, options)
+    return settings, resolved, source
 
 
 def _resolve(settings: Settings, model: str, version: int | None) -> ModelVersion:
@@ -197,7 +297,8 @@ def _run(
     version: ModelVersion,
     source: ChunkSource,
     options: JobOptions,
-) -> None:
+) -> JobWriter | None:
+    """Run the job to its end and return its committed writer; ``None`` with ``--no-wait``."""
     from aeq.client.client import Submission
 
     output, overwrite = options.output, options.overwrite
@@ -210,15 +311,17 @@ def _run(
             if not settings.broker_url:
                 raise UsageError("--no-wait needs a broker: set AEQ_BROKER_URL")
             _submit_only(settings, submission, output, overwrite)
-        elif output is None:
+            return None
+        if output is None and not options.collect_only:
             raise UsageError("give the output with -o/--output (a folder, or a .npy/.npz file)")
-        elif not settings.broker_url:
-            _run_local(settings, submission, output, overwrite)
-        else:
-            _submit_and_follow(settings, submission, output, overwrite)
+        if not settings.broker_url:
+            return _run_local(settings, submission, output, overwrite)
+        return _submit_and_follow(settings, submission, output, overwrite)
 
 
-def _run_local(settings: Settings, submission: Submission, output: Path, overwrite: bool) -> None:
+def _run_local(
+    settings: Settings, submission: Submission, output: Path | None, overwrite: bool
+) -> JobWriter:
     from aeq.client.local import LOCAL_MODE_NOTICE, run_local
     from worker.inference import Engine
 
@@ -230,6 +333,7 @@ def _run_local(settings: Settings, submission: Submission, output: Path, overwri
             count = run_local(submission, writer, engine, advance)
         writer.commit()
     views.print_summary(submission, count, output, engine.providers[:1], started)
+    return writer
 
 
 def _submit_only(
@@ -244,6 +348,7 @@ def _submit_only(
     with views.progress_bar(submission.source.total, submission.op, "queued") as advance:
         job = client.submit(submission, on_queued=advance, on_created=_announce)
     stdout.print(job)
+    client.liveness.check(job)
     hint = " -o OUT" if output is None else ""  # a given -o is remembered as the default
     stderr.print(
         f"queued job {job}: {submission.source.total} items in "
@@ -257,8 +362,8 @@ def _announce(job: str) -> None:
 
 
 def _submit_and_follow(
-    settings: Settings, submission: Submission, output: Path, overwrite: bool
-) -> None:
+    settings: Settings, submission: Submission, output: Path | None, overwrite: bool
+) -> JobWriter:
     from aeq.client.client import FollowState, JobClient, submit_collecting
 
     client = JobClient(settings, notify=stderr.print)
@@ -275,22 +380,33 @@ def _submit_and_follow(
                 client.follow(job, writer, state, advance)
             except KeyboardInterrupt:
                 stderr.print(
-                    f"job {job} keeps running; collect it with 'aeq results {job} -o {output}'"
+                    f"job {job} keeps running; collect it with "
+                    f"'aeq results {job} -o {output or 'OUT'}'"
                 )
                 raise
         writer.commit()
     client.finish(job, keep=False)
     record = client.record(job)
     views.print_summary(submission, state.items, output, record.providers(), started, job)
+    return writer
 
 
 def status(job: JobArgument, as_json: JsonOption = False) -> None:
-    """Show a job's state, chunk counts, model, provider and timings."""
-    record = _client().record(job)
+    """Show a job's state, chunk counts, model, provider, timings and the live workers."""
+    client = _client()
+    record = client.record(job)
+    live = _live_workers(client)
     if as_json:
-        stdout.print_json(json.dumps(views.status_dict(record)))
+        stdout.print_json(json.dumps(views.status_dict(record, live)))
     else:
-        views.print_status(record)
+        views.print_status(record, live)
+
+
+def _live_workers(client: JobClient) -> list[WorkerInfo]:
+    from aeq.queue.protocol import QUEUE
+    from aeq.queue.workers import live_workers
+
+    return live_workers(client.store.client, QUEUE)
 
 
 def results(
@@ -332,7 +448,8 @@ def results(
             return
         started = time.perf_counter()
         state = FollowState()
-        with views.open_job_output(target, record, overwrite) as writer:
+        calibration = _calibration_of(client, record)
+        with views.open_job_output(target, record, overwrite, None, calibration) as writer:
             with views.progress_bar(record.spec.total, record.spec.op) as advance:
                 client.follow(job, writer, state, advance)
             writer.commit()
@@ -342,10 +459,25 @@ def results(
         _print_results_json(client, job, target)
 
 
+def _calibration_of(client: JobClient, record: JobRecord) -> Calibration | None:
+    """A score job's model calibration, where this machine sees the repository (else none:
+    the scores are written all the same)."""
+    from aeq.core.errors import ModelError, RepositoryError
+
+    if record.spec.op is not Operation.SCORE:
+        return None
+    repository = ModelRepository(client.settings.model_repository)
+    try:
+        return repository.get(record.spec.model, record.spec.version).calibration()
+    except (ModelError, RepositoryError):
+        return None
+
+
 def _print_results_json(client: JobClient, job: str, output: Path) -> None:
     """``aeq results --json``: the job's status, as ``aeq status --json`` shows it, and where its
     outputs went."""
-    data = {**views.status_dict(client.record(job)), "output": str(output)}
+    live = _live_workers(client)
+    data = {**views.status_dict(client.record(job), live), "output": str(output)}
     stdout.print_json(json.dumps(data))
 
 
@@ -360,7 +492,8 @@ def _write_partial(
         record = client.settled(job, advance)
     if not record.items_done:
         raise JobError(f"no chunk of job {job} finished ({record.state.value}); nothing to write")
-    with views.open_job_output(target, record, overwrite, record.items_done) as writer:
+    calibration = _calibration_of(client, record)
+    with views.open_job_output(target, record, overwrite, record.items_done, calibration) as writer:
         count = client.write_done_chunks(record, writer)
         writer.commit()
     client.finish(job, keep)
@@ -382,16 +515,18 @@ def jobs(
     limit: Annotated[int, typer.Option(min=1, help="How many jobs to list.")] = 20,
     as_json: JsonOption = False,
 ) -> None:
-    """List recent jobs, newest first."""
-    store = _client().store
+    """List recent jobs, newest first, and the live workers."""
+    client = _client()
+    store = client.store
     records: list[JobRecord] = store.recent(limit)
+    live = _live_workers(client)
     if as_json:
         # The list is read without chunk statuses (the table needs none); each job's JSON is the
-        # one 'aeq status --json' prints, providers, workers and inference time included.
+        # one 'aeq status --json' prints, providers, workers, live workers and inference time.
         full = [replace(record, statuses=store.statuses(record.id)) for record in records]
-        stdout.print_json(json.dumps([views.status_dict(record) for record in full]))
+        stdout.print_json(json.dumps([views.status_dict(record, live) for record in full]))
     else:
-        views.print_jobs(records)
+        views.print_jobs(records, live)
 
 
 def _client() -> JobClient:

@@ -11,8 +11,8 @@ Importing this module is cheap: redis and Celery are imported when a ``Client`` 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +26,9 @@ from aeq.queue.protocol import DEFAULT_CHUNK_SIZE
 if TYPE_CHECKING:
     from aeq.client.client import JobClient, Submission
     from aeq.client.submissions import Inputs, PathLike
+    from aeq.files.memory import ArrayWriter
     from aeq.queue.jobs import JobRecord, JobState
+    from aeq.queue.workers import WorkerInfo
 
 # Notices while a job is followed (Redis lost, Redis back) go to this logger, so a notebook shows
 # them as warnings where the CLI prints them.
@@ -82,6 +84,7 @@ class JobStatus:
         seconds: from start to finish, or to now while it runs (``None`` before it starts).
         inference_seconds: the workers' time on its chunks, summed.
         failures: the failed chunks, in chunk order.
+        live_workers: the workers consuming the queue now (their heartbeats), by name.
     """
 
     job: str
@@ -100,18 +103,20 @@ class JobStatus:
     seconds: float | None
     inference_seconds: float
     failures: list[ChunkFailure]
+    live_workers: list[WorkerInfo] = field(default_factory=list)
 
     @classmethod
-    def from_record(cls, record: JobRecord) -> JobStatus:
+    def from_record(cls, record: JobRecord, live: Sequence[WorkerInfo] = ()) -> JobStatus:
         """The status of a stored job, from the very dict ``aeq status --json`` prints."""
         from aeq.client.views import status_dict
 
-        return cls.from_dict(status_dict(record))
+        return cls.from_dict(status_dict(record, live))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> JobStatus:
         """Type the plain status dict (``aeq status --json``)."""
         from aeq.queue.jobs import JobState
+        from aeq.queue.workers import WorkerInfo
 
         return cls(
             job=data["job"],
@@ -130,6 +135,7 @@ class JobStatus:
             seconds=data["seconds"],
             inference_seconds=data["inference_seconds"],
             failures=[ChunkFailure(**failure) for failure in data["failures"]],
+            live_workers=[WorkerInfo(**worker) for worker in data.get("live_workers", [])],
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -189,7 +195,7 @@ class Client:
         """Check the inputs, queue them as one job and return it without waiting.
 
         Args:
-            op: ``"denoise"``, ``"reconstruct"``, ``"encode"`` or ``"decode"``.
+            op: ``"denoise"``, ``"reconstruct"``, ``"encode"``, ``"decode"`` or ``"score"``.
             inputs: images (an array, a path or a list of paths), or codes for ``"decode"`` (an
                 array, or a codes file ``aeq encode`` wrote).
             model: the model (default: the operation's; for codes files, the one that made them).
@@ -242,12 +248,17 @@ class Job:
 
     def status(self) -> JobStatus:
         """The job's status now (the fields of ``aeq status --json``)."""
-        return JobStatus.from_record(self._jobs.record(self.id))
+        from aeq.queue.protocol import QUEUE
+        from aeq.queue.workers import live_workers
+
+        live = live_workers(self._jobs.store.client, QUEUE)
+        return JobStatus.from_record(self._jobs.record(self.id), live)
 
     def results(self, keep: bool = False) -> np.ndarray:
         """Wait for the job to finish and return its output, in input order.
 
-        uint8 ``(N, 28, 28)`` images, or float32 ``(N, code_dim)`` codes for ``encode``. Once
+        uint8 ``(N, 28, 28)`` images, float32 ``(N, code_dim)`` codes for ``encode``, float32
+        ``(N, 3)`` scores (mse, psnr, ssim; unranked: ``aeq.score`` ranks them) for ``score``. Once
         collected, the job's data is deleted from Redis unless ``keep``; this ``Job`` keeps the
         array, so calling ``results()`` again returns it.
 
@@ -280,8 +291,13 @@ class Job:
         return self._jobs.cancel(self.id)
 
 
-def run_queued(settings: Settings, submission: Submission) -> np.ndarray:
+def run_queued(
+    settings: Settings, submission: Submission, writer: ArrayWriter | None = None
+) -> np.ndarray:
     """Queue a submission, collect its output as chunks finish, delete its data from Redis.
+
+    The output is collected into ``writer`` when one is given (its ``names`` then hold the item
+    names), else into a new ``ArrayWriter``.
 
     Finished chunks are collected between the chunks being queued, as ``aeq denoise`` does, so
     Redis does not hold a large job's outputs and inputs all at once. Interrupted
@@ -292,7 +308,8 @@ def run_queued(settings: Settings, submission: Submission) -> np.ndarray:
 
     client = JobClient(settings, notify=logger.warning)
     spec = submission.spec()
-    writer = ArrayWriter.for_job(spec.op, spec.total, spec.code_dim)
+    if writer is None:
+        writer = ArrayWriter.for_job(spec.op, spec.total, spec.code_dim)
     state = FollowState()
     job = submit_collecting(client, submission, writer, state)
     try:
@@ -308,7 +325,7 @@ def parse_operation(op: Operation | str) -> Operation:
     """``op`` as an ``Operation``.
 
     Raises:
-        UsageError: not one of the four operations.
+        UsageError: not one of the five operations.
     """
     try:
         return Operation(op)

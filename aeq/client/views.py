@@ -31,7 +31,12 @@ from aeq.core.catalog import Operation
 if TYPE_CHECKING:  # redis-py and Celery come with these; 'aeq -h' does without
     from aeq.client.client import Submission
     from aeq.files.outputs import CodeWriter, ImageWriter
+    from aeq.files.score_files import Scores, ScoreWriter
     from aeq.queue.jobs import JobRecord
+    from aeq.queue.workers import WorkerInfo
+    from aeq.repository import Calibration
+
+    JobWriter = ImageWriter | CodeWriter | ScoreWriter
 
 stdout = Console(highlight=False, soft_wrap=True)
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -43,6 +48,7 @@ _VERBS = {
     Operation.RECONSTRUCT: "reconstructed",
     Operation.ENCODE: "encoded",
     Operation.DECODE: "decoded",
+    Operation.SCORE: "scored",
 }
 
 
@@ -77,11 +83,21 @@ def progress_bar(
         yield advance
 
 
-def open_output(output: Path, submission: Submission, overwrite: bool) -> ImageWriter | CodeWriter:
-    """The writer a submission's results go to (images, or codes for encode)."""
+def open_output(output: Path | None, submission: Submission, overwrite: bool) -> JobWriter:
+    """The writer a submission's results go to (images, codes for encode, scores for score:
+    those with the version's calibration, and only collected when ``output`` is ``None``)."""
     from aeq.files.outputs import open_code_output, open_image_output
+    from aeq.files.score_files import open_score_output
 
     total = submission.source.total
+    version = submission.version
+    if submission.op is Operation.SCORE:
+        calibration = version.calibration()
+        return open_score_output(
+            output, total, version.model, version.version, calibration, overwrite
+        )
+    if output is None:
+        raise ValueError(f"{submission.op.value} needs an output path")
     if submission.op is Operation.ENCODE:
         version = submission.version
         return open_code_output(
@@ -91,13 +107,21 @@ def open_output(output: Path, submission: Submission, overwrite: bool) -> ImageW
 
 
 def open_job_output(
-    output: Path, record: JobRecord, overwrite: bool, total: int | None = None
-) -> ImageWriter | CodeWriter:
-    """The writer a stored job's results go to (``total`` items, default all of them)."""
+    output: Path,
+    record: JobRecord,
+    overwrite: bool,
+    total: int | None = None,
+    calibration: Calibration | None = None,
+) -> JobWriter:
+    """The writer a stored job's results go to (``total`` items, default all of them; a score
+    job's with ``calibration``)."""
     from aeq.files.outputs import open_code_output, open_image_output
+    from aeq.files.score_files import open_score_output
 
     spec = record.spec
     count = spec.total if total is None else total
+    if spec.op is Operation.SCORE:
+        return open_score_output(output, count, spec.model, spec.version, calibration, overwrite)
     if spec.op is Operation.ENCODE:
         return open_code_output(output, count, spec.code_dim, spec.model, spec.version, overwrite)
     return open_image_output(output, count, overwrite)
@@ -106,7 +130,7 @@ def open_job_output(
 def print_summary(
     submission: Submission,
     count: int,
-    output: Path,
+    output: Path | None,
     providers: Sequence[str],
     started: float,
     job: str | None = None,
@@ -117,7 +141,36 @@ def print_summary(
     stderr.print(
         f"{_VERBS[submission.op]} {count} items with {submission.version.label} "
         f"({where}{', '.join(providers) or 'no provider reported'}) in {seconds:.1f} s "
-        f"({count / max(seconds, 1e-9):,.0f} items/s) -> {output}"
+        f"({count / max(seconds, 1e-9):,.0f} items/s)" + ("" if output is None else f" -> {output}")
+    )
+
+
+def print_scores(scores: Scores, worst: int = 3, hint_calibration: bool = True) -> None:
+    """What a score job found: the worst items, and how many pass each calibrated percentile."""
+    from aeq.core.catalog import SCORE_METRICS
+
+    for item in scores.worst(worst):
+        values = ", ".join(
+            f"{metric} {scores.scores[item, column]:.4g}"
+            for column, metric in enumerate(SCORE_METRICS)
+        )
+        stderr.print(f"rank {scores.rank[item]}: {scores.names[item]} ({values})", markup=False)
+    calibration = scores.calibration
+    if calibration is None:
+        if not hint_calibration:
+            return
+        stderr.print(
+            f"{scores.label} is not calibrated: 'aeq score --calibrate CLEAN...' records what "
+            "known-good items score, then jobs count the items past its percentiles"
+        )
+        return
+    counts = ", ".join(
+        f"{entry.items} over p{entry.percentile:g} ({entry.threshold:.4g})"
+        for entry in scores.exceeding()
+    )
+    stderr.print(
+        f"of {len(scores.scores)} items, by {calibration.metric} against {calibration.items} "
+        f"known-good ones: {counts}"
     )
 
 
@@ -139,8 +192,11 @@ def _iso(timestamp: float | None) -> str | None:
     return datetime.fromtimestamp(timestamp).isoformat(timespec="seconds")
 
 
-def status_dict(record: JobRecord) -> dict[str, Any]:
+def status_dict(record: JobRecord, live: Sequence[WorkerInfo] = ()) -> dict[str, Any]:
     """A job's status as plain data (``aeq status --json``, and ``jobs`` and ``results``).
+
+    ``workers`` are those that ran the job's chunks; ``live_workers`` (``live``, which the caller
+    reads from Redis: ``aeq.queue.workers.live_workers``) those that consume the queue now.
 
     ``seconds`` runs from submission to the end (or to now while the job is unfinished): the
     time a user waits, queueing included, not only the span of the chunks' runs (which for a
@@ -173,10 +229,18 @@ def status_dict(record: JobRecord) -> dict[str, Any]:
         "seconds": round(elapsed, 3),
         "inference_seconds": round(sum(s.seconds for s in record.statuses.values()), 3),
         "failures": [{"chunk": s.chunk, "reason": s.reason} for s in record.failures()],
+        "live_workers": [worker.to_dict() for worker in live],
     }
 
 
-def print_status(record: JobRecord) -> None:
+def live_workers_line(live: Sequence[WorkerInfo]) -> str:
+    """``2 (a@host, b@host)``, or what it means that there are none."""
+    if not live:
+        return "none: no worker consumes the queue ('aeq worker' starts one)"
+    return f"{len(live)} ({', '.join(worker.name for worker in live)})"
+
+
+def print_status(record: JobRecord, live: Sequence[WorkerInfo] = ()) -> None:
     """``aeq status`` for people."""
     data = status_dict(record)
     chunks = data["chunks"]
@@ -192,6 +256,7 @@ def print_status(record: JobRecord) -> None:
         ),
         ("providers", ", ".join(data["providers"]) or "-"),
         ("workers", ", ".join(data["workers"]) or "-"),
+        ("live", live_workers_line(live)),
         ("created", data["created_at"]),
         ("started", data["started_at"] or "-"),
         ("finished", data["finished_at"] or "-"),
@@ -208,10 +273,11 @@ def print_status(record: JobRecord) -> None:
         stdout.print(f"{'':>10}  ... and {len(failures) - MAX_LISTED_FAILURES} more (--json)")
 
 
-def print_jobs(records: list[JobRecord]) -> None:
-    """``aeq jobs``: a table, newest first."""
+def print_jobs(records: list[JobRecord], live: Sequence[WorkerInfo] = ()) -> None:
+    """``aeq jobs``: a table, newest first, then the live workers."""
     if not records:
         stderr.print("no jobs in the result store")
+        stdout.print(f"live workers: {live_workers_line(live)}", markup=False)
         return
     table = Table(box=None, pad_edge=False)
     for column in ("job", "state", "op", "model", "items", "created"):
@@ -226,3 +292,4 @@ def print_jobs(records: list[JobRecord]) -> None:
             _iso(record.created_at) or "",
         )
     stdout.print(table)
+    stdout.print(f"live workers: {live_workers_line(live)}", markup=False)

@@ -55,6 +55,8 @@ class Settings:
             ``None`` = the machine's cores divided by the concurrency).
         reconnect_window_s: how long a client following a job waits for a lost Redis to come
             back (``AEQ_RECONNECT_WINDOW_S``).
+        window_chunks: how many chunks a waiting client keeps queued and unfinished at once
+            (``AEQ_WINDOW_CHUNKS``; ``None`` = two per live worker process, at least four).
     """
 
     broker_url: str | None = None
@@ -69,6 +71,7 @@ class Settings:
     worker_concurrency: int | None = None
     threads_per_process: int | None = None
     reconnect_window_s: int = DEFAULT_RECONNECT_WINDOW_S
+    window_chunks: int | None = None
 
     @property
     def results_url(self) -> str | None:
@@ -106,6 +109,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if environ is None else environ
     threads = env.get("AEQ_THREADS")
     concurrency = env.get("AEQ_WORKER_CONCURRENCY")
+    window = env.get("AEQ_WINDOW_CHUNKS")
     return Settings(
         broker_url=env.get("AEQ_BROKER_URL") or None,
         result_backend_url=env.get("AEQ_RESULT_BACKEND") or None,
@@ -123,4 +127,5 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         ),
         threads_per_process=_positive_int(env, "AEQ_THREADS", 1) if threads else None,
         reconnect_window_s=_positive_int(env, "AEQ_RECONNECT_WINDOW_S", DEFAULT_RECONNECT_WINDOW_S),
+        window_chunks=_positive_int(env, "AEQ_WINDOW_CHUNKS", 1) if window else None,
     )

@@ -47,13 +47,14 @@ from typing import Any
 import msgpack
 import redis
 
-from aeq.core.catalog import PIXELS_PER_IMAGE, Operation
+from aeq.core.catalog import PIXELS_PER_IMAGE, SCORE_METRICS, Operation
 from aeq.core.errors import JobError, JobNotFoundError, StoreFullError
 
 INDEX_KEY = "aeq:jobs"
 CANCEL_EVENT = b"cancel"
 _JOB_ID_BYTES = 6
 CODE_ITEMSIZE = 4  # codes travel as float32
+SCORE_ITEMSIZE = 4  # so do scores
 # A submitter refreshes its lease with every chunk it queues; a job whose lease lapsed before all
 # its chunks were queued can never finish and reads ``incomplete``.
 SUBMITTER_LEASE_S = 30
@@ -204,13 +205,21 @@ class JobSpec:
             return image, code
         if self.op is Operation.DECODE:
             return code, image
+        if self.op is Operation.SCORE:
+            return image, len(SCORE_METRICS) * SCORE_ITEMSIZE
         return image, image
 
-    def redis_bytes(self) -> int:
-        """About the most memory the job's data takes in Redis: every input and output at once
-        (a job's outputs stay until collected), with the names and per-item overhead."""
+    def redis_bytes(self, window_chunks: int | None = None) -> int:
+        """About the most memory the job's data takes in Redis: every output (they stay until
+        collected) and every input, or only ``window_chunks`` chunks' inputs when a waiting
+        client paces the job; with the names and per-item overhead."""
         item_in, item_out = self.item_bytes()
-        return self.total * (item_in + item_out + ITEM_OVERHEAD_BYTES)
+        inputs = (
+            self.total
+            if window_chunks is None
+            else min(self.total, window_chunks * self.chunk_size)
+        )
+        return inputs * item_in + self.total * (item_out + ITEM_OVERHEAD_BYTES)
 
     def chunk_start(self, chunk: int) -> int:
         """Offset of chunk ``chunk``'s first item in the job."""
@@ -363,6 +372,10 @@ class JobStore:
         pipe.hset(self.job_key(job), "queued", chunk)
         pipe.expire(self.submitter_key(job), SUBMITTER_LEASE_S)
         pipe.execute()
+
+    def renew_lease(self, job: str) -> None:
+        """Keep the submitter's lease while it waits for room to queue its next chunk."""
+        self.client.expire(self.submitter_key(job), SUBMITTER_LEASE_S)
 
     def end_submission(self, job: str, chunks: int) -> None:
         """Record that all ``chunks`` messages went out and drop the submitter's lease."""

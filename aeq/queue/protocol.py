@@ -4,7 +4,9 @@ A job's items travel in chunks. The client stores each chunk's array as raw byte
 keys (claim check) and sends one small Celery message per chunk carrying the job id, the chunk
 index and what the worker needs to check the bytes before trusting them: operation, model,
 version, item count, dtype and shape. Images travel as uint8 pixels (784 bytes each), codes as
-float32; never as JSON lists and never pickled.
+float32; never as JSON lists and never pickled. What comes back is laid out by
+``output_layout``: images, codes, or for ``score`` one float32 row of ``SCORE_METRICS`` per item
+(12 bytes).
 
 Both sides use this module: the client builds messages with ``ChunkMessage.for_array``; the worker
 turns whatever arrived back into a ``ChunkMessage`` with ``ChunkMessage.from_wire`` and into an
@@ -16,15 +18,18 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from aeq.core.catalog import IMAGE_SIDE, MODELS, Operation
+from aeq.core.catalog import IMAGE_SIDE, MODELS, SCORE_METRICS, Operation
 from aeq.core.errors import PayloadError
+
+if TYPE_CHECKING:  # NumPy loads with the first array: the job commands' '-h' does without
+    import numpy as np
 
 # The one Celery task every chunk is sent to (the operation travels in the message).
 TASK_NAME = "aeq.run_chunk"
+# The queue chunk messages go to and workers consume (worker.app configures Celery with it).
+QUEUE = "aeq"
 # 512 images are 401 KB of uint8 pixels: far below the megabyte a Redis value should stay under,
 # and large enough that per-chunk overhead (one message, two Redis round trips) stays small next
 # to the inference time of the convolutional models. ``aeq bench`` sweeps this.
@@ -34,6 +39,7 @@ DEFAULT_CHUNK_SIZE = 512
 MAX_CHUNK_SIZE = 4096
 IMAGE_DTYPE = "uint8"
 CODE_DTYPE = "float32"
+SCORE_DTYPE = "float32"
 _JOB_ID = re.compile(r"^[0-9a-f]{8,32}$")
 _FIELDS = ("job", "chunk", "op", "model", "version", "count", "dtype", "shape")
 
@@ -72,6 +78,8 @@ class ChunkMessage:
     @property
     def nbytes(self) -> int:
         """The byte count the stored array must have."""
+        import numpy as np
+
         return int(np.prod(self.shape)) * np.dtype(self.dtype).itemsize
 
     def to_wire(self) -> dict[str, Any]:
@@ -137,8 +145,19 @@ def expected_layout(op: Operation, count: int, code_dim: int) -> tuple[str, tupl
     return IMAGE_DTYPE, (count, IMAGE_SIDE, IMAGE_SIDE)
 
 
+def output_layout(op: Operation, count: int, code_dim: int) -> tuple[str, tuple[int, ...]]:
+    """The dtype and shape of what a worker stores for a chunk of ``count`` items of ``op``."""
+    if op is Operation.ENCODE:
+        return CODE_DTYPE, (count, code_dim)
+    if op is Operation.SCORE:
+        return SCORE_DTYPE, (count, len(SCORE_METRICS))
+    return IMAGE_DTYPE, (count, IMAGE_SIDE, IMAGE_SIDE)
+
+
 def encode_array(array: np.ndarray) -> bytes:
     """The raw bytes of ``array`` in C order (no header: the message carries dtype and shape)."""
+    import numpy as np
+
     return np.ascontiguousarray(array).tobytes()
 
 
@@ -150,6 +169,8 @@ def decode_array(message: ChunkMessage, raw: bytes | None) -> np.ndarray:
     Raises:
         PayloadError: the bytes are missing, of the wrong length, or (codes) not finite.
     """
+    import numpy as np
+
     if raw is None:
         raise PayloadError(
             f"input of chunk {message.chunk} is not in the result store (expired or deleted)"

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import signal
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -189,7 +190,14 @@ class Service:
             text=True,
             env=self.env,
             cwd=ROOT,
+            preexec_fn=_as_in_the_foreground,
         )
+
+
+def _as_in_the_foreground() -> None:
+    """Ctrl-C reaches the command, as in a user's terminal: a test run started in the background
+    of a shell without job control inherits SIGINT ignored, and so would the command."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def base_env(repository: Path) -> dict[str, str]:

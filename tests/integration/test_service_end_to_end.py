@@ -9,7 +9,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import noisy, psnr, read_codes, read_png_folder, reference_run, to_pixels
+from helpers import (
+    assert_same_pixels,
+    noisy,
+    psnr,
+    read_codes,
+    read_png_folder,
+    reference_run,
+    to_pixels,
+)
 
 from aeq.core.catalog import MODELS, Graph
 
@@ -37,7 +45,7 @@ def test_denoise_2000_noisy_digits_through_two_workers(service, mnist, tmp_path)
     assert psnr(images, clean) > psnr(inputs, clean) + 1.0
     # The worker's pixels are exactly what a plain in-process session gives.
     expected = to_pixels(reference_run(service.repository, "denoising", Graph.AUTOENCODER, inputs))
-    assert np.abs(images.astype(int) - expected).max() <= 1
+    assert_same_pixels(images, expected)
     job = _job_id(service)
     status = json.loads(service.aeq("status", job, "--json").stdout)
     assert status["state"] == "done" and status["items"]["done"] == DENOISE_ITEMS
@@ -78,7 +86,7 @@ def test_decode_round_trip(service, mnist, tmp_path):
     # decode(encode(x)) is the autoencoder's output, up to float rounding at a .5 pixel boundary.
     through = to_pixels(reference_run(service.repository, "multilayer", Graph.AUTOENCODER, images))
     assert decoded.shape == (200, 28, 28)
-    assert np.abs(decoded.astype(int) - through).max() <= 1
+    assert_same_pixels(decoded, through)
     assert psnr(decoded, images) > 12.0
 
 
@@ -135,7 +143,7 @@ def test_local_mode_end_to_end(service, mnist, tmp_path):
     assert result.stderr.count("local mode") == 1
     _, out = read_png_folder(tmp_path / "out")
     expected = to_pixels(reference_run(service.repository, "denoising", Graph.AUTOENCODER, images))
-    assert np.abs(out.astype(int) - expected).max() <= 1
+    assert_same_pixels(out, expected)
     # Nothing went through Redis.
     assert service.aeq("jobs").stderr.strip() == "no jobs in the result store"
 

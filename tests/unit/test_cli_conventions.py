@@ -10,6 +10,7 @@ tests/integration/test_job_reports.py.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import re
@@ -256,3 +257,54 @@ def test_help_loads_none_of_the_heavy_libraries():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1] == "[]"
+
+
+def test_each_command_is_mapped_to_the_stage_that_registers_it():
+    registered = {}
+    for stage in cli.STAGES:
+        app = typer.Typer()
+        try:
+            importlib.import_module(stage).register(app)
+        except ModuleNotFoundError:
+            continue
+        for command in app.registered_commands:
+            registered[command.name or command.callback.__name__] = stage
+    assert registered == cli.COMMAND_STAGES
+    assert set(COMMANDS) == set(registered)
+
+
+def test_only_the_named_commands_stage_is_imported_by_the_entry_point():
+    assert cli.stages_for(["/venv/bin/aeq", "status", "-h"]) == ("aeq.client.commands",)
+    assert cli.stages_for(["/venv/bin/aeq", "worker"]) == ("worker.commands",)
+    for argv in (["/venv/bin/aeq"], ["/venv/bin/aeq", "-h"], ["/venv/bin/aeq", "nope"],
+                 ["pytest", "status"]):  # fmt: skip
+        assert cli.stages_for(argv) == cli.STAGES
+
+
+# The job commands' help must not load what only running a job needs (redis-py, Celery, msgpack,
+# Pillow, ONNX Runtime, NumPy: ``import aeq`` loads the Python API lazily); a command line that
+# names one command imports only its stage.
+JOB_HELP = (["status", "-h"], ["jobs", "-h"], ["denoise", "-h"], ["worker", "-h"])
+HEAVY_FOR_JOB_HELP = HEAVY_MODULES | {"msgpack", "numpy"}
+
+
+@pytest.mark.parametrize("args", JOB_HELP, ids=" ".join)
+def test_job_command_help_loads_none_of_the_heavy_libraries(args):
+    script = (
+        "import sys\n"
+        f"sys.argv = ['aeq', *{args!r}]\n"
+        "import cli\n"
+        "try:\n"
+        "    cli.app(prog_name='aeq')\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        f"print(sorted({{m.split('.')[0] for m in sys.modules}} & {HEAVY_FOR_JOB_HELP!r}))\n"
+        "print(sorted(m for m in cli.STAGES if m in sys.modules))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=TIMEOUT_S
+    )
+    assert result.returncode == 0, result.stderr
+    *_, heavy, stages = result.stdout.splitlines()
+    assert heavy == "[]"
+    assert stages == repr([cli.COMMAND_STAGES[args[0]]])

@@ -261,6 +261,11 @@ def test_a_job_knows_how_much_redis_it_needs():
     assert job_spec.redis_bytes() == 1000 * (784 + 784 + ITEM_OVERHEAD_BYTES)
     encode = JobSpec(Operation.ENCODE, "multilayer", 1, 1000, 100, 32)
     assert encode.item_bytes() == (784, 128)
+    # A waiting client paces the job: only a window of its inputs is in Redis at once.
+    assert job_spec.redis_bytes(window_chunks=4) == 400 * 784 + 1000 * (784 + ITEM_OVERHEAD_BYTES)
+    assert job_spec.redis_bytes(window_chunks=40) == job_spec.redis_bytes()
+    score = JobSpec(Operation.SCORE, "conv", 1, 1000, 100, 128)
+    assert score.item_bytes() == (784, 12)  # three float32 scores an item
 
 
 def test_cancel_drops_queued_inputs_and_wakes_followers(store):

@@ -5,18 +5,27 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
+import time
 
 import msgpack
 import numpy as np
 import pytest
 from worker_support import random_images, tiny_repository
 
-from aeq.client.client import FollowState, JobClient, Submission, submit_collecting
+from aeq.client.client import (
+    ADMISSION_SHARE,
+    FollowState,
+    JobClient,
+    Submission,
+    submit_collecting,
+)
 from aeq.client.local import run_local
 from aeq.core.catalog import Operation
 from aeq.core.errors import BrokerError, JobError, StoreFullError
 from aeq.core.settings import Settings
 from aeq.queue.jobs import JobStore
+from aeq.queue.lost_messages import UNACKED_KEY, lost_chunks
 from aeq.queue.protocol import TASK_NAME
 from aeq.queue.store import connect
 from worker.inference import CPU_PROVIDER, Engine
@@ -72,15 +81,17 @@ def context(settings, redis_client, repository):
 
 def queued_messages(redis_client) -> list[dict]:
     """The chunk messages waiting in the 'aeq' queue, decoded as a worker would."""
-    messages = []
-    for raw in redis_client.lrange("aeq", 0, -1)[::-1]:
-        envelope = json.loads(raw)
-        assert envelope["content-type"] == "application/x-msgpack"
-        body = base64.b64decode(envelope["body"])
-        assert len(body) < 300  # the claim check, not the pixels
-        assert envelope["headers"]["task"] == TASK_NAME
-        messages.append(msgpack.unpackb(body)[1])
-    return messages
+    return [chunk_message(raw) for raw in redis_client.lrange("aeq", 0, -1)[::-1]]
+
+
+def chunk_message(raw: bytes) -> dict:
+    """One queued message's keyword arguments, checked to be a small msgpack claim check."""
+    envelope = json.loads(raw)
+    assert envelope["content-type"] == "application/x-msgpack"
+    body = base64.b64decode(envelope["body"])
+    assert len(body) < 300  # the claim check, not the pixels
+    assert envelope["headers"]["task"] == TASK_NAME
+    return msgpack.unpackb(body)[1]
 
 
 def submit(settings, repository, images, op=Operation.DENOISE, model="denoising", size=4):
@@ -266,3 +277,137 @@ def test_the_job_id_is_announced_before_the_first_chunk(settings, repository, re
     assert seen == [(job, 0)]
     assert client.record(job).state.value == "queued"  # the lease was dropped at the end
     assert redis_client.exists(client.store.submitter_key(job)) == 0
+
+
+class InlineWorker:
+    """A thread that runs whatever chunk messages are queued, as a worker would, and notes the
+    most input chunks Redis held at once."""
+
+    def __init__(self, context: WorkerContext, delay_s: float = 0.0) -> None:
+        self.context = context
+        self.delay_s = delay_s
+        self.most_inputs = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> InlineWorker:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        client = self.context.store.client
+        self._stop.wait(self.delay_s)
+        while not self._stop.is_set():
+            self.most_inputs = max(self.most_inputs, len(client.keys("aeq:job:*:in:*")))
+            if raw := client.rpop("aeq"):  # the oldest, as a worker's BRPOP takes it
+                process_chunk(self.context, chunk_message(raw))
+            time.sleep(0.01)
+
+
+def hold_unacknowledged(redis_client, raw: bytes, tag: str) -> None:
+    """Move one message where kombu keeps what a worker took and has not acknowledged."""
+    redis_client.lrem("aeq", 1, raw)
+    redis_client.hset(UNACKED_KEY, tag, json.dumps([json.loads(raw), "aeq", "aeq"]))
+
+
+def test_lost_chunks_are_those_in_no_list_and_not_unacknowledged(
+    settings, repository, redis_client
+):
+    _, job = submit(settings, repository, random_images(16))  # chunks 0-3, oldest at the end
+    raw = redis_client.lrange("aeq", 0, -1)[::-1]
+    hold_unacknowledged(redis_client, raw[1], "tag-1")
+    redis_client.lrem("aeq", 1, raw[2])  # popped, never recorded: lost
+    redis_client.rpush("aeq", b"not json", json.dumps({"body": 1}))  # ignored, not fatal
+
+    assert lost_chunks(redis_client, "aeq", job, [0, 1, 2, 3]) == [2]
+    assert lost_chunks(redis_client, "aeq", "0" * 12, [0]) == [0]  # another job's are not its
+    assert lost_chunks(redis_client, "aeq", job, []) == []
+    redis_client.delete(UNACKED_KEY)
+
+
+def test_a_quiet_follower_queues_again_the_chunk_whose_message_was_lost(
+    settings, repository, context, monkeypatch
+):
+    monkeypatch.setattr("aeq.client.client.QUIET_S", 0.0)
+    images = random_images(12)
+    notices: list[str] = []
+    client = JobClient(settings, notices.append)
+    submission = Submission(Operation.DENOISE, repository.get("denoising"), ArraySource(images), 4)
+    job = client.submit(submission)
+    raw = context.store.client.lrange("aeq", 0, -1)[::-1]
+    context.store.client.lrem("aeq", 1, raw[1])
+    for message in queued_messages(context.store.client):  # chunks 0 and 2
+        process_chunk(context, message)
+    context.store.client.delete("aeq")
+    writer = ArrayWriter(12, (28, 28), np.uint8)
+    with InlineWorker(context):
+        client.follow(job, writer)
+    assert sorted(writer.writes) == [0, 4, 8]
+    assert [n for n in notices if "lost the message" in n] == [
+        f"the broker had lost the message of 1 chunk(s) of job {job} (chunk 1; a Redis "
+        "restart?): queued again"
+    ]
+
+
+def test_a_waiting_submitter_keeps_only_a_window_of_chunks_in_redis(settings, repository, context):
+    images = random_images(40)
+    settings = Settings(**{**settings.__dict__, "window_chunks": 3})
+    client = JobClient(settings)
+    version = repository.get("denoising")
+    submission = Submission(Operation.DENOISE, version, ArraySource(images), 4)
+    writer, state = ArrayWriter(40, (28, 28), np.uint8), FollowState()
+    with InlineWorker(context) as worker:
+        job = submit_collecting(client, submission, writer, state)
+        client.follow(job, writer, state)
+    assert sorted(writer.writes) == list(range(0, 40, 4))
+    assert 1 <= worker.most_inputs <= 3  # 10 chunks, never more than the window waiting
+    expected = context.engine.run(version, Operation.DENOISE, images).array
+    np.testing.assert_array_equal(writer.array, expected)
+
+
+def test_the_window_follows_the_live_worker_processes(settings):
+    client = JobClient(settings)
+    assert client.window() == 4  # no worker seen yet: the minimum
+    client.liveness.slots = 6
+    assert client.window() == 12
+    client.settings = Settings(**{**settings.__dict__, "window_chunks": 5})
+    assert client.window() == 5
+
+
+def test_a_submitter_waiting_for_room_keeps_its_lease(settings, repository, context, monkeypatch):
+    """Its lease is what tells a waiting submitter from a dead one ('incomplete')."""
+    monkeypatch.setattr("aeq.queue.jobs.SUBMITTER_LEASE_S", 2)
+    settings = Settings(**{**settings.__dict__, "window_chunks": 1})
+    client = JobClient(settings)
+    submission = Submission(
+        Operation.DENOISE, repository.get("denoising"), ArraySource(random_images(8)), 4
+    )
+    writer, state = ArrayWriter(8, (28, 28), np.uint8), FollowState()
+    with InlineWorker(context, delay_s=4.0):  # no worker for longer than the lease
+        job = submit_collecting(client, submission, writer, state)
+        client.follow(job, writer, state)
+    assert sorted(writer.writes) == [0, 4]
+
+
+def test_a_paced_job_is_admitted_for_a_window_of_its_inputs(settings, repository, redis_client):
+    """A waiting client keeps a window of inputs in Redis, not the job's: it is admitted on that."""
+    spec = Submission(
+        Operation.DENOISE, repository.get("denoising"), ArraySource(random_images(4000)), 100
+    ).spec()
+    client = JobClient(settings)
+    redis_client.config_set("maxmemory-policy", "noeviction")
+    used = int(redis_client.info("memory")["used_memory"])
+    need_all, need_paced = spec.redis_bytes(), spec.redis_bytes(window_chunks=4)
+    redis_client.config_set(
+        "maxmemory", int((used + (need_all + need_paced) / 2) / ADMISSION_SHARE)
+    )
+    try:
+        client._admit(spec, window_chunks=4)  # fits
+        with pytest.raises(StoreFullError):
+            client._admit(spec, window_chunks=None)  # --no-wait: every input at once
+    finally:
+        redis_client.config_set("maxmemory", 0)
