@@ -8,7 +8,7 @@ ifneq ($(wildcard ../shared/data/mnist),)
 export AEQ_DATA_DIR ?= $(abspath ../shared/data/mnist)
 endif
 
-.PHONY: venv test unit lint demo bench bench-quick evaluate gpu-check clean
+.PHONY: venv test unit lint demo bench bench-quick evaluate gpu-check compose-test clean
 
 venv: $(BIN)/.installed
 
@@ -44,6 +44,12 @@ evaluate: venv
 # The GPU check (docs/DEPLOY.md, "GPU check"); no venv needed: on a GPU host it installs from wheels.
 gpu-check:
 	scripts/gpu-check.sh $(OUT) --python $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON)) $(GPU_CHECK_ARGS)
+
+# The compose deployment built and run for real (docs/DEPLOY.md, section 8): as root, starts a
+# Docker engine where none answers, builds stand-in bases from Debian, every image, then runs the
+# container scenarios. COMPOSE_TEST_ARGS go to pytest.
+compose-test: venv
+	scripts/compose-test.sh $(COMPOSE_TEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache demo-output

@@ -1,9 +1,12 @@
-# syntax=docker/dockerfile:1
 # aeq training image: TensorFlow (CPU build), Keras 3 and tf2onnx, to train the five autoencoders and
 # export them into the model repository volume. One-shot: `aeq-train-all` trains and exports all five.
 # Build from the repository root: docker build -f docker/train.Dockerfile -t aeq-train .
+# Build argument PYTHON_IMAGE and the optional `ca` secret: as in docker/worker.Dockerfile.
 
-FROM python:3.11.15-slim-bookworm AS base
+# Empty or unset: the pinned default.
+ARG PYTHON_IMAGE
+
+FROM ${PYTHON_IMAGE:-python:3.11.15-slim-bookworm} AS base
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
@@ -19,7 +22,9 @@ RUN useradd --system --uid 10001 --user-group --create-home --home-dir /home/aeq
 FROM base AS deps
 WORKDIR /build
 COPY pyproject.toml docker/requirements.py ./
-RUN python requirements.py pyproject.toml --extra train --cpu-only > requirements.txt \
+RUN --mount=type=secret,id=ca \
+    python requirements.py pyproject.toml --extra train --cpu-only > requirements.txt \
+    && if [ -s /run/secrets/ca ]; then export PIP_CERT=/run/secrets/ca; fi \
     && pip install -r requirements.txt
 
 FROM deps AS wheel

@@ -1,17 +1,28 @@
-# syntax=docker/dockerfile:1
 # aeq GPU worker image: the serving side with onnxruntime-gpu on NVIDIA's CUDA 13 + cuDNN 9 runtime.
 # Linux x86_64 only (onnxruntime-gpu has no other wheels); the host needs the NVIDIA driver (580 or
 # newer for CUDA 13) and the NVIDIA Container Toolkit.
 # Build from the repository root: docker build -f docker/worker-gpu.Dockerfile -t aeq-worker-gpu .
+#
+# BuildKit, no `# syntax` line, and the optional `ca` secret: as in docker/worker.Dockerfile.
+# Build arguments:
+#   CUDA_IMAGE      the base: a Debian or Ubuntu image whose apt has python3 (3.11+), python3-venv.
+#   CUDA_LIBRARIES  where CUDA and cuDNN come from: `image` (default: the base has them, as NVIDIA's
+#                   does) or `wheels` (NVIDIA's PyPI wheels, through onnxruntime-gpu's cuda and cudnn
+#                   extras, put on the loader's path), which needs no NVIDIA image, e.g.
+#   docker build -f docker/worker-gpu.Dockerfile --build-arg CUDA_IMAGE=debian:12 \
+#       --build-arg CUDA_LIBRARIES=wheels -t aeq-worker-gpu .
 
-FROM nvidia/cuda:13.0.2-cudnn-runtime-ubuntu24.04 AS base
+# Empty or unset: the pinned default.
+ARG CUDA_IMAGE
+
+FROM ${CUDA_IMAGE:-nvidia/cuda:13.0.2-cudnn-runtime-ubuntu24.04} AS base
 ENV DEBIAN_FRONTEND=noninteractive \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PATH=/opt/aeq/bin:$PATH
-# Ubuntu 24.04's Python 3.12 in a virtualenv (the system interpreter is externally managed).
+# The base's Python in a virtualenv (Ubuntu 24.04's 3.12 is externally managed; Debian 12's is 3.11).
 RUN apt-get update \
     && apt-get install -y --no-install-recommends python3 python3-venv \
     && rm -rf /var/lib/apt/lists/* \
@@ -20,13 +31,21 @@ RUN apt-get update \
     && install -d -o aeq -g aeq /models
 
 # Dependencies, unchanged from pyproject.toml (it selects onnxruntime-gpu on Linux x86_64), with the
-# ONNX Runtime build pinned to the base image's CUDA major version.
+# ONNX Runtime build pinned to the base image's CUDA major version. With CUDA_LIBRARIES=wheels, the
+# CUDA and cuDNN wheels come too and their lib folders go into the loader's configuration, so ONNX
+# Runtime's CUDA provider finds them in every process, whatever its environment.
 FROM base AS deps
+ARG CUDA_LIBRARIES
 WORKDIR /build
-COPY pyproject.toml docker/requirements.py docker/gpu-constraints.txt ./
-RUN python requirements.py pyproject.toml > requirements.txt \
+COPY pyproject.toml docker/requirements.py docker/gpu-constraints.txt docker/cuda-libraries.sh ./
+RUN --mount=type=secret,id=ca \
+    python requirements.py pyproject.toml > requirements.txt \
+    && sh cuda-libraries.sh requirements "${CUDA_LIBRARIES:-image}" >> requirements.txt \
+    && if [ -s /run/secrets/ca ]; then export PIP_CERT=/run/secrets/ca; fi \
     && pip install -r requirements.txt -c gpu-constraints.txt \
-    && python -c "import onnxruntime as ort; assert 'CUDAExecutionProvider' in ort.get_available_providers(), 'not the CUDA build of ONNX Runtime'"
+    && sh cuda-libraries.sh configure "${CUDA_LIBRARIES:-image}" \
+    && python -c "import onnxruntime as ort; assert 'CUDAExecutionProvider' in ort.get_available_providers(), 'not the CUDA build of ONNX Runtime'" \
+    && sh cuda-libraries.sh check
 
 FROM deps AS wheel
 COPY . /src

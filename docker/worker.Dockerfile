@@ -1,10 +1,19 @@
-# syntax=docker/dockerfile:1
 # aeq CPU worker image: the serving side only. No TensorFlow, and ONNX Runtime's CPU build instead of
 # the CUDA build that pyproject.toml selects on Linux x86_64 (hundreds of MB this image never uses).
 # Targets: `worker` (default, `aeq worker`) and `flower` (the worker image plus Celery Flower).
 # Build from the repository root: docker build -f docker/worker.Dockerfile -t aeq-worker .
+#
+# Builds with BuildKit (Docker 23+ by default; DOCKER_BUILDKIT=1 before that) and needs no frontend
+# image: there is no `# syntax` line, so a host without a registry builds it too. Build arguments:
+#   PYTHON_IMAGE  the base: a Debian Python 3.11+ image with `python` on PATH (default below);
+# and one optional BuildKit secret:
+#   --secret id=ca,src=/etc/ssl/certs/ca-certificates.crt  a CA bundle for pip, for a network that
+#       intercepts TLS. It is mounted only while pip runs, never written into a layer.
 
-FROM python:3.11.15-slim-bookworm AS base
+# Empty or unset: the pinned default.
+ARG PYTHON_IMAGE
+
+FROM ${PYTHON_IMAGE:-python:3.11.15-slim-bookworm} AS base
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
@@ -20,7 +29,9 @@ RUN useradd --system --uid 10001 --user-group --create-home --home-dir /home/aeq
 FROM base AS deps
 WORKDIR /build
 COPY pyproject.toml docker/requirements.py ./
-RUN python requirements.py pyproject.toml --cpu-only > requirements.txt \
+RUN --mount=type=secret,id=ca \
+    python requirements.py pyproject.toml --cpu-only > requirements.txt \
+    && if [ -s /run/secrets/ca ]; then export PIP_CERT=/run/secrets/ca; fi \
     && pip install -r requirements.txt
 
 # aeq's own wheel, built offline from the source (setuptools came with the dependencies).
@@ -43,7 +54,9 @@ ENV AEQ_MODEL_REPOSITORY=/models \
     AEQ_PROVIDERS=cpu
 
 FROM app AS flower
-RUN pip install flower==2.2.0
+RUN --mount=type=secret,id=ca \
+    if [ -s /run/secrets/ca ]; then export PIP_CERT=/run/secrets/ca; fi \
+    && pip install flower==2.2.0
 USER 10001:10001
 HEALTHCHECK --interval=30s --timeout=10s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:5555/healthcheck', timeout=5)"]

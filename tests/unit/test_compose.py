@@ -96,7 +96,11 @@ def test_services_and_profiles(services: dict[str, Any]) -> None:
 
 def test_redis_is_pinned_persistent_and_private(services: dict[str, Any]) -> None:
     redis = services["redis"]
-    assert re.fullmatch(r"redis:7\.\d+\.\d+(-[a-z0-9.]+)?", redis["image"]), redis["image"]
+    # REDIS_IMAGE replaces the image (a local one where no registry is reachable); the default is
+    # pinned.
+    image = re.fullmatch(r"\$\{REDIS_IMAGE:-(?P<default>[^}]+)\}", redis["image"])
+    assert image, f"{redis['image']}: ${{REDIS_IMAGE:-redis:7.x.y}}"
+    assert re.fullmatch(r"redis:7\.\d+\.\d+(-[a-z0-9.]+)?", image["default"]), image["default"]
     command = _command(redis)
     assert command[0] == "redis-server"
     assert _option(command, "--appendonly") == "yes"
@@ -253,9 +257,46 @@ def _env_example() -> dict[str, list[str]]:
     return variables
 
 
-def test_env_example_documents_every_variable() -> None:
+def _build_args(services: dict[str, Any]) -> set[str]:
+    """Build arguments named without a value: compose takes them from .env or the shell."""
+    return {
+        arg
+        for service in services.values()
+        for arg in service.get("build", {}).get("args", [])
+        if isinstance(arg, str) and "=" not in arg
+    }
+
+
+def test_base_images_are_build_arguments_the_dockerfiles_declare(
+    services: dict[str, Any],
+) -> None:
+    """Each build passes on its Dockerfile's base-image arguments (unset: the Dockerfile's pin)."""
+    for name, service in services.items():
+        if "build" not in service:
+            continue
+        text = (ROOT / service["build"]["dockerfile"]).read_text()
+        declared = set(re.findall(r"^ARG ([A-Z_]+)$", text, re.MULTILINE))
+        assert declared, f"{name}: its Dockerfile takes its base image as an ARG"
+        assert set(service["build"]["args"]) == declared, name
+
+
+def test_builds_take_the_optional_ca_bundle_as_a_secret(
+    compose: dict[str, Any], services: dict[str, Any]
+) -> None:
+    """pip in every build may trust a CA bundle (a TLS-intercepting proxy), given as the BuildKit
+    secret the Dockerfiles mount as `ca`; without BUILD_CA_BUNDLE none is mounted."""
+    for name, service in services.items():
+        if "build" in service:
+            assert service["build"]["secrets"] == ["ca"], name
+    assert compose["secrets"] == {"ca": {"file": "${BUILD_CA_BUNDLE:-/dev/null}"}}
+    for name, service in services.items():
+        assert "secrets" not in service, f"{name}: the bundle is for builds only"
+
+
+def test_env_example_documents_every_variable(services: dict[str, Any]) -> None:
     used = set(VARIABLE.findall(COMPOSE_FILE.read_text()))
     used |= set(VARIABLE.findall(EXPOSE_REDIS_FILE.read_text()))
+    used |= _build_args(services)
     documented = _env_example()
     assert used <= set(documented), f"missing from .env.example: {sorted(used - set(documented))}"
     assert set(documented) <= used, f"unused in compose: {sorted(set(documented) - used)}"

@@ -26,6 +26,8 @@ from packaging.requirements import Requirement
 ROOT = Path(__file__).resolve().parents[2]
 DOCKER = ROOT / "docker"
 DOCKERFILES = sorted(DOCKER.glob("*.Dockerfile"))
+# Stand-ins for the registry's base images, built from Debian packages by scripts/compose-test.sh.
+STAND_IN_DOCKERFILES = sorted((DOCKER / "stand-in").glob("*.Dockerfile"))
 HADOLINT_CONFIG = DOCKER / "hadolint.yaml"
 VENV_BIN = Path(sys.executable).parent
 IMAGE_UID = "10001"
@@ -39,8 +41,16 @@ SECRET_WORDS = re.compile(r"PASSWORD|SECRET|TOKEN|API_KEY|CREDENTIAL", re.IGNORE
 WHEEL_TIMEOUT_S = 120
 
 
+# FROM ${ARG:-default}: the base is a build argument, the default when it is empty or unset.
+BASE_ARGUMENT = re.compile(r"\$\{(?P<arg>[A-Z_]+):-(?P<default>[^}]+)\}")
+
+
 def _stages(dockerfile: Path) -> list[tuple[str, str, list[str]]]:
-    """(base, name, instructions) of each stage; instructions with continuation lines joined."""
+    """(base, name, instructions) of each stage; instructions with continuation lines joined.
+
+    A base given as ``${ARG:-default}`` reads as its default; instructions before the first FROM
+    (the base-image ARGs) are left out.
+    """
     text = re.sub(r"\\\n\s*", " ", dockerfile.read_text())
     stages: list[tuple[str, str, list[str]]] = []
     for line in text.splitlines():
@@ -49,8 +59,9 @@ def _stages(dockerfile: Path) -> list[tuple[str, str, list[str]]]:
             continue
         match = re.fullmatch(r"FROM (\S+)(?: AS (\S+))?", line)
         if match:
-            stages.append((match[1], match[2] or "", []))
-        else:
+            argument = BASE_ARGUMENT.fullmatch(match[1])
+            stages.append((argument["default"] if argument else match[1], match[2] or "", []))
+        elif stages:
             stages[-1][2].append(line)
     return stages
 
@@ -70,7 +81,9 @@ def test_every_image_has_a_dockerfile() -> None:
     assert [path.name for path in DOCKERFILES] == sorted(FINAL_STAGE)
 
 
-@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda path: path.name)
+@pytest.mark.parametrize(
+    "dockerfile", DOCKERFILES + STAND_IN_DOCKERFILES, ids=lambda path: path.parent.name + path.name
+)
 def test_hadolint(dockerfile: Path) -> None:
     result = subprocess.run(
         [VENV_BIN / "hadolint", "--config", HADOLINT_CONFIG, dockerfile],
@@ -98,6 +111,38 @@ def test_base_images_are_pinned(dockerfile: Path) -> None:
             continue
         image, _, tag = base.partition(":")
         assert re.match(r"\d+\.\d+\.\d+", tag), f"{base}: pin a full version, not a moving tag"
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda path: path.name)
+def test_builds_offline_against_any_base(dockerfile: Path) -> None:
+    """No frontend image to pull (no `# syntax` line); every external base is a build argument,
+    declared without a value before the first FROM, so that empty means the pinned default."""
+    text = dockerfile.read_text()
+    assert not re.search(r"^#\s*syntax\s*=", text, re.MULTILINE | re.IGNORECASE)
+    stage_names = set(re.findall(r"^FROM \S+ AS (\S+)$", text, re.MULTILINE))
+    preamble = text.split("\nFROM ", 1)[0]
+    for base in re.findall(r"^FROM (\S+)", text, re.MULTILINE):
+        if base in stage_names:
+            continue
+        argument = BASE_ARGUMENT.fullmatch(base)
+        assert argument, f"{base}: FROM ${{ARG:-pinned default}}"
+        assert re.search(rf"^ARG {argument['arg']}$", preamble, re.MULTILINE), base
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda path: path.name)
+def test_pip_trusts_the_optional_ca_secret_and_bakes_nothing_in(dockerfile: Path) -> None:
+    """Each pip install that reaches the index may use the `ca` BuildKit secret; nothing else
+    mentions it (no ENV, no COPY), so the bundle is never in a layer."""
+    installs = 0
+    for _, _, instructions in _stages(dockerfile):
+        for line in instructions:
+            if line.startswith("RUN") and "pip install" in line and "--no-deps" not in line:
+                installs += 1
+                assert line.startswith("RUN --mount=type=secret,id=ca "), line
+                assert "if [ -s /run/secrets/ca ]; then export PIP_CERT=/run/secrets/ca; fi" in line
+            elif not line.startswith("RUN --mount=type=secret"):
+                assert "PIP_CERT" not in line and "/run/secrets" not in line, line
+    assert installs
 
 
 def test_gpu_image_is_cuda_13_with_cudnn_and_the_matching_onnxruntime() -> None:
@@ -155,6 +200,7 @@ def test_cpu_images_leave_out_the_cuda_builds() -> None:
     assert "requirements.py pyproject.toml --cpu-only" in worker
     assert "--extra train --cpu-only" in train
     assert "--cpu-only" not in gpu and "-c gpu-constraints.txt" in gpu
+    assert "sh cuda-libraries.sh check" in gpu, "the CUDA provider's libraries all resolve"
     assert '! python -c "import tensorflow"' in worker, "the build proves TensorFlow is absent"
 
 
@@ -184,6 +230,19 @@ def test_scripts_are_installed_and_valid_shell(
     assert result.returncode == 0, result.stderr
     installed = f"COPY --chmod=0755 docker/{script} /usr/local/bin/{command}"
     assert installed in (DOCKER / dockerfile).read_text()
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"), [("image", ""), ("wheels", "onnxruntime-gpu[cuda,cudnn]\n")]
+)
+def test_cuda_libraries_come_from_the_image_or_the_wheels(source: str, expected: str) -> None:
+    script = DOCKER / "cuda-libraries.sh"
+    result = subprocess.run(
+        ["sh", script, "requirements", source], capture_output=True, text=True, timeout=10
+    )
+    assert (result.returncode, result.stdout) == (0, expected)
+    result = subprocess.run(["sh", script, "requirements", "conda"], capture_output=True, text=True)
+    assert result.returncode == 2 and "usage:" in result.stderr
 
 
 # --- the training stage -------------------------------------------------------------------------
