@@ -177,14 +177,8 @@ class _Writer:
                 f"{self.path} not written: {missing} of {self.total} items never arrived "
                 f"(first missing: item {first})"
             )
-        try:
+        with staging.publishing(self.path, self.abort):
             self._finish()
-        except OSError as error:
-            self.abort()
-            raise AeqError(f"cannot write {self.path}: {error.strerror or error}") from None
-        except BaseException:
-            self.abort()
-            raise
         self._state = "committed"
         return self.path
 
@@ -195,16 +189,11 @@ class _Writer:
         self._state = "aborted"
         if self._sink is not None:
             self._sink.close()
-        for path in self._staged:
-            remove_quietly(path)
-        staging.remove_empty(self._created_parents)
+        staging.discard(self._staged, self._created_parents)
 
     def _open_sink(self, make: Callable[[], _StagedArray | _PngFolder]) -> None:
-        try:
+        with staging.publishing(self.path, self.abort):
             self._sink = make()
-        except OSError as error:
-            self.abort()
-            raise AeqError(f"cannot write {self.path}: {error.strerror or error}") from None
 
     def _require_open(self) -> None:
         if self._state != "open":

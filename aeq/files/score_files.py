@@ -283,16 +283,10 @@ class ScoreWriter:
             raise JobError(f"{self.path} not written: {error}") from None
         names = self._collected.names
         self.scores = Scores.of(scores, names, self.model, self.version, self.calibration)
-        try:
+        with staging.publishing(self.path, self.abort):
             if self.path is not None:
                 self._created_parents = staging.make_parents(self.path)
                 self._publish(self.path, self.scores)
-        except OSError as error:
-            self.abort()
-            raise AeqError(f"cannot write {self.path}: {error.strerror or error}") from None
-        except BaseException:
-            self.abort()
-            raise
         self._state = "committed"
         return self.path
 
@@ -301,9 +295,7 @@ class ScoreWriter:
         if self._state != "open":
             return
         self._state = "aborted"
-        for path in self._staged:
-            remove_quietly(path)
-        staging.remove_empty(self._created_parents)
+        staging.discard(self._staged, self._created_parents)
 
     def _targets(self) -> list[Path]:
         if self.path is None:

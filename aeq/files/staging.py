@@ -13,9 +13,11 @@ an output, and safe to delete.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from aeq.core.durable import fsync_folder, hidden_sibling, replace_folder
+from aeq.core.durable import fsync_folder, hidden_sibling, remove_quietly, replace_folder
 from aeq.core.errors import AeqError, OutputExistsError
 
 PARTIAL_MARK = ".partial-"
@@ -55,6 +57,27 @@ def remove_empty(folders: list[Path]) -> None:
             folder.rmdir()
         except OSError:
             return  # something else lives there now: leave it and everything above it
+
+
+def discard(staged: list[Path], created_parents: list[Path]) -> None:
+    """Delete a writer's staged entries, then the folders it created that are left empty."""
+    for path in staged:
+        remove_quietly(path)
+    remove_empty(created_parents)
+
+
+@contextmanager
+def publishing(target: Path | None, abort: Callable[[], None]) -> Iterator[None]:
+    """A writer's publishing step: any failure inside calls ``abort`` (nothing half-written
+    stays), and the disk's refusal (full, read-only, ...) becomes one ``AeqError`` line."""
+    try:
+        yield
+    except OSError as error:
+        abort()
+        raise AeqError(f"cannot write {target}: {error.strerror or error}") from None
+    except BaseException:
+        abort()
+        raise
 
 
 def place(staged: Path, target: Path, overwrite: bool) -> None:
