@@ -98,6 +98,9 @@ class Submission:
     source: ChunkSource
     chunk_size: int
     output: str = ""  # remembered as the default ``aeq results -o``
+    # The waiting client stores each finished chunk for good and deletes it from Redis
+    # (its writer has a resume point: ``aeq.files.resume``).
+    streamed: bool = False
 
     def spec(self) -> JobSpec:
         return JobSpec(
@@ -108,6 +111,7 @@ class Submission:
             chunk_size=self.chunk_size,
             code_dim=self.version.code_dim,
             output=self.output,
+            streamed=self.streamed,
         )
 
 
@@ -203,7 +207,7 @@ class JobClient:
                 "collect finished jobs, or submit fewer images at a time"
             ) from None
         except RedisGoneError:
-            raise JobError(
+            raise RedisGoneError(  # a JobError: the same to callers that need not tell them apart
                 f"Redis at {redact(self.settings.results_url or '')} did not come back within "
                 f"{self.settings.reconnect_window_s} s while job {job} was queuing "
                 f"({queued_items:,} of {spec.total:,} items queued); the job cannot complete and "
@@ -217,6 +221,41 @@ class JobClient:
             raise JobError(f"the input yielded {queued_items} items, expected {spec.total}")
         self.store.end_submission(job, spec.chunks)
         return job
+
+    def resubmit(
+        self,
+        job: str,
+        submission: Submission,
+        writer: ChunkWriter,
+        state: FollowState,
+        on_progress: Progress | None = None,
+    ) -> None:
+        """Queue, a window at a time, the chunks of ``job`` its submitter did not surely queue
+        before it died (``submission`` is the same inputs again); nothing if it queued them all.
+        The chunk it may have queued unrecorded goes again: a message sent twice is applied once.
+        """
+        record = self.store.get(job, with_statuses=False)
+        spec = record.spec
+        if record.queued >= spec.chunks:
+            return
+        if record.cancelled:
+            raise JobError(f"job {job} was cancelled; nothing to resume")
+        self.store.resume_submission(job)
+        self.follow(job, writer, state, on_progress, block=False)
+        with self._celery_app().producer_or_acquire() as producer:
+            chunks = submission.source.chunks(spec.chunk_size)
+            for chunk, (names, array) in enumerate(chunks):
+                if chunk < record.queued:
+                    continue
+                queue = functools.partial(
+                    self._queue_chunk, producer, job, spec, chunk, names, array
+                )
+                self._resilient(job, queue)
+                room = functools.partial(
+                    self.wait_for_room, job, chunk + 1, writer, state, on_progress
+                )
+                self._resilient(job, room)
+        self.store.end_submission(job, spec.chunks)
 
     def _admit(self, spec: JobSpec, window_chunks: int | None) -> None:
         """Refuse a job that would take Redis past ``ADMISSION_SHARE`` of its maxmemory."""
@@ -432,12 +471,26 @@ class JobClient:
             else:
                 state.skipped.add(chunk)
         spec = state.job_spec()
+        stored = []
         for chunk, names, array in self._outputs(job, spec, ready):
-            writer.write(spec.chunk_start(chunk), names, array)
+            start = spec.chunk_start(chunk)
+            writer.write(start, names, array)
             state.written.add(chunk)
             state.items += len(array)
+            stored.append((chunk, start, names))
+        if spec.streamed and stored:
+            self._stream_out(job, writer, stored)
         if ready or finished_before != state.finished():
             state.news_at = time.monotonic()
+
+    def _stream_out(
+        self, job: str, writer: ChunkWriter, stored: list[tuple[int, int, list[str]]]
+    ) -> None:
+        """Let Redis go of chunks the writer has made durable and noted at its resume point
+        (a follower without one, e.g. 'aeq results', leaves them)."""
+        checkpoint = getattr(writer, "checkpoint", None)
+        if checkpoint is not None and checkpoint(stored):
+            self.store.forget_outputs(job, [chunk for chunk, _, _ in stored])
 
     def _outputs(
         self, job: str, spec: JobSpec, chunks: list[int]
@@ -550,10 +603,22 @@ def _output_array(job: str, spec: JobSpec, chunk: int, raw: bytes | None) -> np.
 
 def incomplete_reason(record: JobRecord) -> str:
     """Why an incomplete job can never finish, and what can still be had from it."""
+    if record.spec.streamed:
+        return streamed_reason(record)
     return (
         f"job {record.id} is incomplete: its submitter stopped after queuing {record.queued} of "
         f"{record.spec.chunks} chunks, so it can never finish; 'aeq results {record.id} "
         "--partial' writes the items of the chunks that did (run the command again for the rest)"
+    )
+
+
+def streamed_reason(record: JobRecord) -> str:
+    """Why 'aeq results' cannot collect a streamed job, and what can."""
+    where = f" into {record.spec.output}" if record.spec.output else ""
+    return (
+        f"job {record.id} streams its outputs{where} through the client that submitted it: "
+        "Redis keeps only what that client has not stored yet. If it stopped, run the same "
+        "command again with --resume"
     )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -28,7 +29,7 @@ from aeq.queue.protocol import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE
 from aeq.repository import Calibration, ModelRepository, ModelVersion
 
 if TYPE_CHECKING:  # redis-py and Celery come with these; 'aeq -h' does without
-    from aeq.client.client import ChunkSource, JobClient, Submission
+    from aeq.client.client import ChunkSource, FollowState, JobClient, Submission
     from aeq.client.views import JobWriter
     from aeq.files.score_files import Scores
     from aeq.queue.jobs import JobRecord
@@ -58,6 +59,13 @@ NoWaitOption = Annotated[
     bool, typer.Option("--no-wait", help="Print the job id and return; see 'aeq results'.")
 ]
 JobArgument = Annotated[str, typer.Argument(help="The job id 'aeq jobs' lists.")]
+ResumeOption = Annotated[
+    bool,
+    typer.Option(
+        "--resume",
+        help="Go on with the unfinished job that last wrote to -o (its client was killed).",
+    ),
+]
 
 
 @dataclass(frozen=True)
@@ -70,6 +78,8 @@ class JobOptions:
     no_wait: bool
     # Run without an output file (score --calibrate): the writer only collects.
     collect_only: bool = False
+    # Go on with the job whose resume point is beside the output (aeq.files.resume).
+    resume: bool = False
 
 
 def register(app: typer.Typer) -> None:
@@ -96,9 +106,10 @@ def denoise(
     resize: ResizeOption = False,
     overwrite: OverwriteOption = False,
     no_wait: NoWaitOption = False,
+    resume: ResumeOption = False,
 ) -> None:
     """Denoise images with the denoising autoencoder (or --model)."""
-    options = JobOptions(output, chunk_size, overwrite, no_wait)
+    options = JobOptions(output, chunk_size, overwrite, no_wait, resume=resume)
     _image_job(Operation.DENOISE, inputs, model, version, repository, resize, options)
 
 
@@ -112,9 +123,10 @@ def reconstruct(
     resize: ResizeOption = False,
     overwrite: OverwriteOption = False,
     no_wait: NoWaitOption = False,
+    resume: ResumeOption = False,
 ) -> None:
     """Reconstruct images through an autoencoder (default: conv)."""
-    options = JobOptions(output, chunk_size, overwrite, no_wait)
+    options = JobOptions(output, chunk_size, overwrite, no_wait, resume=resume)
     _image_job(Operation.RECONSTRUCT, inputs, model, version, repository, resize, options)
 
 
@@ -128,9 +140,10 @@ def encode(
     resize: ResizeOption = False,
     overwrite: OverwriteOption = False,
     no_wait: NoWaitOption = False,
+    resume: ResumeOption = False,
 ) -> None:
     """Encode images to codes (default model: multilayer); writes CODES.npy/.npz with names."""
-    options = JobOptions(output, chunk_size, overwrite, no_wait)
+    options = JobOptions(output, chunk_size, overwrite, no_wait, resume=resume)
     _image_job(Operation.ENCODE, inputs, model, version, repository, resize, options)
 
 
@@ -147,6 +160,7 @@ def decode(
     chunk_size: ChunkOption = DEFAULT_CHUNK_SIZE,
     overwrite: OverwriteOption = False,
     no_wait: NoWaitOption = False,
+    resume: ResumeOption = False,
 ) -> None:
     """Decode codes back to images with the decoder of the model that made them."""
     from aeq.files.inputs import open_codes
@@ -164,7 +178,7 @@ def decode(
             f"{codes} holds {source.code_dim}-d codes, {resolved.label} decodes "
             f"{resolved.code_dim}-d codes"
         )
-    options = JobOptions(output, chunk_size, overwrite, no_wait)
+    options = JobOptions(output, chunk_size, overwrite, no_wait, resume=resume)
     _run(settings, Operation.DECODE, resolved, source, options)
 
 
@@ -305,7 +319,14 @@ def _run(
     if source.total == 0:
         raise UsageError("the inputs hold no images")
     remembered = str(output.resolve()) if output is not None else ""
-    submission = Submission(op, version, source, options.chunk_size, output=remembered)
+    # A client waiting with -o streams the outputs out of Redis (aeq.files.resume). Scores are a
+    # few bytes an item: they stay in Redis until collected, as a --no-wait job's outputs do.
+    waits = not options.no_wait and bool(settings.broker_url)
+    streamed = waits and output is not None and op is not Operation.SCORE
+    submission = Submission(
+        op, version, source, options.chunk_size, output=remembered, streamed=streamed
+    )
+    _check_resume_options(options, settings, op)
     with terminate_as_interrupt():
         if options.no_wait:
             if not settings.broker_url:
@@ -316,7 +337,25 @@ def _run(
             raise UsageError("give the output with -o/--output (a folder, or a .npy/.npz file)")
         if not settings.broker_url:
             return _run_local(settings, submission, output, overwrite)
+        assert output is not None or not streamed
+        if options.resume:
+            assert output is not None
+            return _resume_and_follow(settings, submission, output)
         return _submit_and_follow(settings, submission, output, overwrite)
+
+
+def _check_resume_options(options: JobOptions, settings: Settings, op: Operation) -> None:
+    if not options.resume:
+        return
+    if options.no_wait or options.overwrite:
+        flag = "--no-wait" if options.no_wait else "--overwrite"
+        raise UsageError(f"--resume goes on with a job; {flag} does not go with it")
+    if not settings.broker_url:
+        raise UsageError("--resume needs a broker: set AEQ_BROKER_URL (local mode keeps no job)")
+    if options.output is None:
+        raise UsageError("--resume needs the -o/--output the job was writing")
+    if op is Operation.SCORE:  # pragma: no cover - score has no --resume option
+        raise UsageError("score jobs keep their scores in Redis: collect with 'aeq results'")
 
 
 def _run_local(
@@ -364,31 +403,131 @@ def _announce(job: str) -> None:
 def _submit_and_follow(
     settings: Settings, submission: Submission, output: Path | None, overwrite: bool
 ) -> JobWriter:
-    from aeq.client.client import FollowState, JobClient, submit_collecting
+    from aeq.client.client import FollowState, JobClient, RedisGoneError, submit_collecting
+    from aeq.files.resume import ResumeJob, ResumePoint
 
+    point = ResumePoint(output) if submission.streamed and output is not None else None
+    if point is not None and point.exists() and not overwrite:
+        raise UsageError(
+            f"{output} has an unfinished job ({point.job().job}): add --resume to go on with "
+            "it, or --overwrite to start again"
+        )
     client = JobClient(settings, notify=stderr.print)
     started = time.perf_counter()
     state = FollowState()
-    with views.open_output(output, submission, overwrite) as writer:
+
+    def created(job: str) -> None:
+        _announce(job)
+        if point is not None:
+            spec = submission.spec()
+            point.record_job(
+                ResumeJob(job, spec.op.value, spec.model, spec.version, spec.total, spec.chunk_size)
+            )
+
+    with views.open_output(output, submission, overwrite, point) as writer:
         with views.progress_bar(submission.source.total, submission.op) as advance:
             try:
-                job = submit_collecting(client, submission, writer, state, advance, _announce)
+                job = submit_collecting(client, submission, writer, state, advance, created)
             except KeyboardInterrupt:
                 stderr.print("interrupted while queuing: the job was cancelled")
                 raise
-            try:
-                client.follow(job, writer, state, advance)
-            except KeyboardInterrupt:
-                stderr.print(
-                    f"job {job} keeps running; collect it with "
-                    f"'aeq results {job} -o {output or 'OUT'}'"
-                )
+            except RedisGoneError:  # the job lives on in Redis, incomplete: resumable
+                _keep_if_resumable(writer, state, output)
                 raise
+            _follow_to_the_end(client, job, writer, state, advance, output)
         writer.commit()
     client.finish(job, keep=False)
     record = client.record(job)
     views.print_summary(submission, state.items, output, record.providers(), started, job)
     return writer
+
+
+def _resume_and_follow(settings: Settings, submission: Submission, output: Path) -> JobWriter:
+    """Go on with the job whose resume point is beside ``output`` (``--resume``)."""
+    from aeq.client.client import FollowState, JobClient, RedisGoneError
+    from aeq.core.errors import JobError, JobNotFoundError
+    from aeq.files.resume import ResumePoint
+
+    point = ResumePoint(output)
+    noted = point.job()
+    spec = submission.spec()
+    given = (spec.op.value, spec.model, spec.version, spec.total)
+    if given != (noted.op, noted.model, noted.version, noted.total):
+        raise UsageError(
+            f"the unfinished job at {output} ({noted.job}) is {noted.op} of {noted.total} items "
+            f"with {noted.model}@{noted.version}, not {spec.op.value} of {spec.total} with "
+            f"{spec.model}@{spec.version}: resume it with the command that started it"
+        )
+    client = JobClient(settings, notify=stderr.print)
+    try:
+        record = client.record(noted.job)
+    except JobNotFoundError:
+        raise JobError(
+            f"job {noted.job} is no longer in Redis (expired?); start again with --overwrite"
+        ) from None
+    if record.cancelled:
+        raise JobError(f"job {noted.job} was cancelled; start again with --overwrite")
+    submission = replace(submission, chunk_size=noted.chunk_size)
+    started = time.perf_counter()
+    state = FollowState()
+    with views.open_array_output(output, submission, False, point, resuming=True) as writer:
+        state.written.update(writer.stored_chunks())
+        state.items = writer.items_written
+        stderr.print(
+            f"job {noted.job}: resuming, {state.items:,} of {noted.total:,} items already stored"
+        )
+        with views.progress_bar(submission.source.total, submission.op) as advance:
+            advance(state.items)
+            try:
+                client.resubmit(noted.job, submission, writer, state, advance)
+            except (KeyboardInterrupt, RedisGoneError):
+                _keep_if_resumable(writer, state, output)
+                raise
+            _follow_to_the_end(client, noted.job, writer, state, advance, output)
+        writer.commit()
+    client.finish(noted.job, keep=False)
+    record = client.record(noted.job)
+    views.print_summary(submission, state.items, output, record.providers(), started, noted.job)
+    return writer
+
+
+def _follow_to_the_end(
+    client: JobClient,
+    job: str,
+    writer: JobWriter,
+    state: FollowState,
+    advance: Callable[[int], None],
+    output: Path | None,
+) -> None:
+    try:
+        client.follow(job, writer, state, advance)
+    except KeyboardInterrupt:
+        if _keep_if_resumable(writer, state, output):
+            raise
+        stderr.print(
+            f"job {job} keeps running; collect it with 'aeq results {job} -o {output or 'OUT'}'"
+        )
+        raise
+    except BaseException:
+        _keep_if_resumable(writer, state, output)
+        raise
+
+
+def _keep_if_resumable(writer: JobWriter, state: FollowState, output: Path | None) -> bool:
+    """For a streamed job that may still finish (not cancelled, no chunk failed), keep what the
+    writer stored and say how to go on; ``False`` (the writer aborts as usual) otherwise."""
+    spec = state.spec
+    if spec is None or not spec.streamed or state.cancelled or state.failed:
+        return False
+    suspend = getattr(writer, "suspend", None)
+    if suspend is None:
+        return False
+    suspend()
+    stderr.print(
+        f"{state.items:,} of {spec.total:,} items are stored; the same command with --resume "
+        f"goes on with the job where it stopped (-o {output})"
+    )
+    return True
 
 
 def status(job: JobArgument, as_json: JsonOption = False) -> None:
@@ -427,7 +566,7 @@ def results(
     as_json: JsonOption = False,
 ) -> None:
     """Write a job's outputs (waiting for it to finish), then delete its data unless --keep."""
-    from aeq.client.client import FollowState, incomplete_reason
+    from aeq.client.client import FollowState, incomplete_reason, streamed_reason
     from aeq.core.errors import JobError
     from aeq.queue.jobs import JobState
 
@@ -438,6 +577,8 @@ def results(
         raise UsageError("give the output with -o/--output")
     if client.store.is_deleted(job):
         raise JobError(f"the results of job {job} were collected and deleted (use --keep to keep)")
+    if record.spec.streamed:  # its client took (and deleted) the outputs as they came
+        raise JobError(streamed_reason(record))
     if record.state is JobState.INCOMPLETE and not partial:
         raise JobError(incomplete_reason(record))
     with terminate_as_interrupt():

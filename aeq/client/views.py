@@ -31,6 +31,7 @@ from aeq.core.catalog import Operation
 if TYPE_CHECKING:  # redis-py and Celery come with these; 'aeq -h' does without
     from aeq.client.client import Submission
     from aeq.files.outputs import CodeWriter, ImageWriter
+    from aeq.files.resume import ResumePoint
     from aeq.files.score_files import Scores, ScoreWriter
     from aeq.queue.jobs import JobRecord
     from aeq.queue.workers import WorkerInfo
@@ -83,27 +84,45 @@ def progress_bar(
         yield advance
 
 
-def open_output(output: Path | None, submission: Submission, overwrite: bool) -> JobWriter:
+def open_output(
+    output: Path | None,
+    submission: Submission,
+    overwrite: bool,
+    resume: ResumePoint | None = None,
+) -> JobWriter:
     """The writer a submission's results go to (images, codes for encode, scores for score:
-    those with the version's calibration, and only collected when ``output`` is ``None``)."""
-    from aeq.files.outputs import open_code_output, open_image_output
+    those with the version's calibration, and only collected when ``output`` is ``None``;
+    images and codes staged at ``resume`` when given)."""
     from aeq.files.score_files import open_score_output
 
-    total = submission.source.total
     version = submission.version
     if submission.op is Operation.SCORE:
         calibration = version.calibration()
         return open_score_output(
-            output, total, version.model, version.version, calibration, overwrite
+            output, submission.source.total, version.model, version.version, calibration, overwrite
         )
     if output is None:
         raise ValueError(f"{submission.op.value} needs an output path")
+    return open_array_output(output, submission, overwrite, resume)
+
+
+def open_array_output(
+    output: Path,
+    submission: Submission,
+    overwrite: bool,
+    resume: ResumePoint | None = None,
+    resuming: bool = False,
+) -> ImageWriter | CodeWriter:
+    """The images' (codes' for encode) writer, staged at ``resume`` when given; ``resuming``:
+    going on from what the resume point holds."""
+    from aeq.files.outputs import open_code_output, open_image_output
+
+    total = submission.source.total
+    version = submission.version
     if submission.op is Operation.ENCODE:
-        version = submission.version
-        return open_code_output(
-            output, total, version.code_dim, version.model, version.version, overwrite
-        )
-    return open_image_output(output, total, overwrite)
+        code_dim, model, number = version.code_dim, version.model, version.version
+        return open_code_output(output, total, code_dim, model, number, overwrite, resume, resuming)
+    return open_image_output(output, total, overwrite, resume, resuming)
 
 
 def open_job_output(

@@ -15,6 +15,10 @@ Output kinds, by the target's suffix:
 - codes ``.npy``: float32 ``(N, code_dim)`` plus ``<file>.npy.json`` (names, model, version);
   ``.npz``: ``codes``, ``names``, ``model`` (0-d str) and ``version`` (0-d int64).
 
+A writer given a ``ResumePoint`` (``aeq.files.resume``) stages there instead, under a name that
+does not change, and ``checkpoint`` makes chunks durable and notes them, so the job's outputs
+can leave Redis; reopened with ``resuming``, it picks up the chunks noted before.
+
 Every array in a ``.npz`` is plain numbers or fixed-width strings: ``np.load(...,
 allow_pickle=False)`` reads it. The ``.npz`` is built at commit by streaming the staged ``.npy``
 into the archive (deflated for images, which shrink about 4x; stored for codes, which do not).
@@ -50,6 +54,7 @@ from aeq.files.code_files import (
 from aeq.files.image_parts import NPZ_IMAGE_KEYS
 from aeq.files.names import sanitize, unique_names
 from aeq.files.png import encode_gray_batch
+from aeq.files.resume import ResumePoint, StoredChunk
 
 IMAGES_KEY = NPZ_IMAGE_KEYS[0]
 PNG_SUFFIX = ".png"
@@ -65,8 +70,15 @@ _NPZ_COMPRESSION: dict[str, tuple[int, int | None]] = {
 }
 
 
-def open_image_output(path: Path, total: int, overwrite: bool) -> ImageWriter:
-    """Start writing ``total`` images to ``path``: a PNG folder (no suffix), ``.npy`` or ``.npz``.
+def open_image_output(
+    path: Path,
+    total: int,
+    overwrite: bool,
+    resume: ResumePoint | None = None,
+    resuming: bool = False,
+) -> ImageWriter:
+    """Start writing ``total`` images to ``path``: a PNG folder (no suffix), ``.npy`` or ``.npz``
+    (staged at ``resume`` when given; ``resuming``: going on from what it holds).
 
     Raises:
         UsageError: the suffix names no output kind aeq writes.
@@ -75,16 +87,23 @@ def open_image_output(path: Path, total: int, overwrite: bool) -> ImageWriter:
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix in (".npy", ".npz"):
-        return ImageWriter(path, total, overwrite, suffix[1:])
+        return ImageWriter(path, total, overwrite, suffix[1:], resume, resuming)
     if suffix == "" or (path.is_dir() and not path.is_symlink()):
-        return ImageWriter(path, total, overwrite, "png")
+        return ImageWriter(path, total, overwrite, "png", resume, resuming)
     raise UsageError(
         f"cannot write images to {path}: give a folder (no suffix) for PNGs, or a .npy/.npz file"
     )
 
 
 def open_code_output(
-    path: Path, total: int, code_dim: int, model: str, version: int, overwrite: bool
+    path: Path,
+    total: int,
+    code_dim: int,
+    model: str,
+    version: int,
+    overwrite: bool,
+    resume: ResumePoint | None = None,
+    resuming: bool = False,
 ) -> CodeWriter:
     """Start writing ``total`` codes of ``code_dim`` floats to a ``.npy`` (+ sidecar) or ``.npz``.
 
@@ -98,18 +117,29 @@ def open_code_output(
         raise UsageError(f"cannot write codes to {path}: give a .npy or .npz file")
     if code_dim < 1:
         raise ValueError(f"code_dim must be positive, not {code_dim}")
-    return CodeWriter(path, total, overwrite, suffix[1:], code_dim, model, version)
+    return CodeWriter(
+        path, total, overwrite, suffix[1:], code_dim, model, version, resume, resuming
+    )
 
 
 class _Writer:
     """Bookkeeping every writer shares: which items arrived, their names, staging, cleanup."""
 
-    def __init__(self, path: Path, total: int, overwrite: bool, kind: str) -> None:
+    def __init__(
+        self,
+        path: Path,
+        total: int,
+        overwrite: bool,
+        kind: str,
+        resume: ResumePoint | None,
+        resuming: bool,
+    ) -> None:
         if total < 0:
             raise ValueError(f"total must not be negative, not {total}")
         self.path = path
         self.total = total
         self.kind = kind
+        self.resume = resume
         self._overwrite = overwrite
         for target in self._targets():
             staging.refuse_existing(target, overwrite)
@@ -119,6 +149,8 @@ class _Writer:
         self._sink: _StagedArray | _PngFolder | None = None
         self._state = "open"
         self._created_parents = staging.make_parents(path)
+        if resume is not None and not resuming:
+            resume.prepare()  # an old point (of a job given up with --overwrite) goes
 
     def __exit__(
         self,
@@ -133,6 +165,33 @@ class _Writer:
     def items_written(self) -> int:
         """How many items have arrived so far."""
         return int(np.count_nonzero(self._written))
+
+    def stored_chunks(self) -> list[int]:
+        """The chunks a resumed writer found noted at its resume point (none otherwise)."""
+        return [] if self.resume is None else [c.chunk for c in self._resumed]
+
+    def checkpoint(self, chunks: list[tuple[int, int, list[str]]]) -> bool:
+        """Make the written ``(chunk, start, names)`` durable and note them at the resume point,
+        after which their outputs may leave Redis; ``False`` (nothing done) without one."""
+        if self.resume is None or not chunks:
+            return False
+        assert self._sink is not None
+        try:
+            self._sink.sync()
+        except OSError as error:
+            raise AeqError(f"cannot write {self.path}: {error.strerror or error}") from None
+        self.resume.note(
+            StoredChunk(chunk, start, names, self._sink.files(start, len(names)))
+            for chunk, start, names in chunks
+        )
+        return True
+
+    def suspend(self) -> None:
+        """Stop writing but keep the staged output and resume point (an interrupted client whose
+        job goes on: ``--resume`` continues it)."""
+        if self._state == "open" and self._sink is not None:
+            self._sink.close()
+        self._state = "suspended"
 
     def write(self, start: int, names: list[str], array: np.ndarray) -> None:
         """Store the items ``start .. start + len(array) - 1``; chunks may come in any order.
@@ -180,6 +239,8 @@ class _Writer:
         with staging.publishing(self.path, self.abort):
             self._finish()
         self._state = "committed"
+        if self.resume is not None:
+            self.resume.remove()
         return self.path
 
     def abort(self) -> None:
@@ -189,11 +250,34 @@ class _Writer:
         self._state = "aborted"
         if self._sink is not None:
             self._sink.close()
+        if self.resume is not None:
+            self.resume.remove()
         staging.discard(self._staged, self._created_parents)
 
-    def _open_sink(self, make: Callable[[], _StagedArray | _PngFolder]) -> None:
-        with staging.publishing(self.path, self.abort):
-            self._sink = make()
+    def _open_sink(self, make: Callable[[], _StagedArray | _PngFolder], resuming: bool) -> None:
+        if resuming:  # what a resume point holds is never deleted for failing to reopen it
+            try:
+                self._sink = make()
+            except OSError as error:
+                self._state = "suspended"
+                raise AeqError(f"cannot resume {self.path}: {error.strerror or error}") from None
+        else:
+            with staging.publishing(self.path, self.abort):
+                self._sink = make()
+        self._resumed = self.resume.stored() if self.resume is not None and resuming else []
+        for chunk in self._resumed:
+            stop = chunk.start + len(chunk.names)
+            self._written[chunk.start : stop] = True
+            self._names[chunk.start : stop] = chunk.names
+            self._sink.adopt(chunk.start, chunk.files)
+        if resuming:
+            self._sink.drop_unnoted()
+
+    def _staging_path(self, suffix: str) -> Path:
+        """Where the data is staged: at the resume point, else a fresh hidden sibling."""
+        if self.resume is not None:
+            return self._stage(self.resume.staged(suffix))
+        return self._stage(staging.partial_path(self.path, suffix))
 
     def _require_open(self) -> None:
         if self._state != "open":
@@ -230,14 +314,24 @@ class _Writer:
 class ImageWriter(_Writer):
     """Writes uint8 ``(n, 28, 28)`` chunks to a PNG folder, ``.npy`` or ``.npz``."""
 
-    def __init__(self, path: Path, total: int, overwrite: bool, kind: str) -> None:
-        super().__init__(path, total, overwrite, kind)
+    def __init__(
+        self,
+        path: Path,
+        total: int,
+        overwrite: bool,
+        kind: str,
+        resume: ResumePoint | None = None,
+        resuming: bool = False,
+    ) -> None:
+        super().__init__(path, total, overwrite, kind, resume, resuming)
         if kind == "png":
-            self._open_sink(lambda: _PngFolder(self._stage(staging.partial_path(path))))
+            folder = self._staging_path("")
+            self._open_sink(lambda: _PngFolder(folder, resuming), resuming)
         else:
-            staged = self._stage(staging.partial_path(path, ".npy"))
+            staged = self._staging_path(".npy")
             grid = (IMAGE_SIDE, IMAGE_SIDE)
-            self._open_sink(lambda: _StagedArray(staged, np.dtype(np.uint8), grid, total))
+            dtype = np.dtype(np.uint8)
+            self._open_sink(lambda: _StagedArray(staged, dtype, grid, total, resuming), resuming)
 
     def __enter__(self) -> ImageWriter:
         return self
@@ -275,13 +369,16 @@ class CodeWriter(_Writer):
         code_dim: int,
         model: str,
         version: int,
+        resume: ResumePoint | None = None,
+        resuming: bool = False,
     ) -> None:
         self.code_dim = code_dim
         self.model = model
         self.version = version
-        super().__init__(path, total, overwrite, kind)
-        staged = self._stage(staging.partial_path(path, ".npy"))
-        self._open_sink(lambda: _StagedArray(staged, np.dtype(np.float32), (code_dim,), total))
+        super().__init__(path, total, overwrite, kind, resume, resuming)
+        staged = self._staging_path(".npy")
+        dtype, row = np.dtype(np.float32), (code_dim,)
+        self._open_sink(lambda: _StagedArray(staged, dtype, row, total, resuming), resuming)
 
     def __enter__(self) -> CodeWriter:
         return self
@@ -338,9 +435,22 @@ class _StagedArray:
     towards the process's resident memory until it is closed (80 MB for 100,000 images).
     """
 
-    def __init__(self, path: Path, dtype: np.dtype, row_shape: tuple[int, ...], total: int) -> None:
+    def __init__(
+        self,
+        path: Path,
+        dtype: np.dtype,
+        row_shape: tuple[int, ...],
+        total: int,
+        reopen: bool = False,
+    ) -> None:
         self.path = path
-        mapped = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=(total, *row_shape))
+        shape = (total, *row_shape)
+        if reopen:  # a resumed job's: it must be the array this job writes
+            mapped = np.lib.format.open_memmap(path, mode="r+")
+            if mapped.dtype != dtype or mapped.shape != shape:
+                raise OSError(f"the staged {path.name} is {mapped.dtype} {mapped.shape}")
+        else:
+            mapped = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
         self._offset = int(mapped.offset)
         self._row_bytes = int(np.prod(row_shape)) * dtype.itemsize
         del mapped
@@ -352,12 +462,26 @@ class _StagedArray:
         self._file.seek(self._offset + start * self._row_bytes)
         self._file.write(np.ascontiguousarray(array).data)
 
-    def finish(self) -> None:
-        """Flush and sync the data, then close the file."""
+    def sync(self) -> None:
+        """Make everything written so far durable."""
         assert self._file is not None
         self._file.flush()
         os.fsync(self._file.fileno())
+
+    def finish(self) -> None:
+        """Flush and sync the data, then close the file."""
+        self.sync()
         self.close()
+
+    def files(self, start: int, count: int) -> None:
+        """Rows have no files of their own (a PNG folder's items do)."""
+        return None
+
+    def adopt(self, start: int, files: list[str] | None) -> None:
+        """Rows written before a resume need nothing: they are in the file."""
+
+    def drop_unnoted(self) -> None:
+        """Rows written but not noted are simply written again."""
 
     def close(self) -> None:
         """Close the file if it is open; idempotent."""
@@ -378,9 +502,12 @@ class _PngFolder:
     commits (~8,000 files/s), and done in the background they cost the commit nothing.
     """
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, reopen: bool = False) -> None:
         self.folder = folder
-        folder.mkdir()
+        if not reopen:
+            folder.mkdir()
+        elif not folder.is_dir():
+            raise FileNotFoundError(2, "the staged folder is missing", str(folder))
         self._file_of: dict[int, str] = {}
         self._claimed: set[str] = set()
         self._syncer = ThreadPoolExecutor(FSYNC_THREADS, thread_name_prefix="aeq-fsync")
@@ -400,6 +527,31 @@ class _PngFolder:
             self._file_of[index] = file_name
         written = [self.folder / self._file_of[start + offset] for offset in range(len(names))]
         self._syncs.append(self._syncer.submit(_fsync_all, written))
+
+    def sync(self) -> None:
+        """Make every file written so far, and their names, durable."""
+        for sync in self._syncs:
+            sync.result()
+        self._syncs.clear()
+        fsync_folder(self.folder)
+
+    def files(self, start: int, count: int) -> list[str]:
+        """The file names items ``start ..`` went to."""
+        return [self._file_of[index] for index in range(start, start + count)]
+
+    def adopt(self, start: int, files: list[str] | None) -> None:
+        """Take over items a client before a resume wrote to ``files``."""
+        for index, file_name in enumerate(files or [], start):
+            self._file_of[index] = file_name
+            if not file_name.startswith(_PENDING_PREFIX):
+                self._claimed.add(file_name.removesuffix(PNG_SUFFIX).casefold())
+
+    def drop_unnoted(self) -> None:
+        """Delete files a client wrote before a resume but did not note (they come again)."""
+        noted = set(self._file_of.values())
+        for entry in os.scandir(self.folder):
+            if entry.name not in noted:
+                os.unlink(entry.path)
 
     def finish(self, names: list[str]) -> None:
         """Wait for the files to be synced, give each its final name, sync the folder."""

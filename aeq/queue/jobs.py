@@ -192,6 +192,10 @@ class JobSpec:
     chunk_size: int
     code_dim: int
     output: str = ""  # the -o given with --no-wait, the default for ``aeq results``
+    # Its waiting client moves each finished chunk's output into its own staged file and then
+    # deletes it from Redis (``aeq.files.resume``): Redis holds a window of the job, and only
+    # that client (or a ``--resume`` of it) can collect the rest.
+    streamed: bool = False
 
     @property
     def chunks(self) -> int:
@@ -210,16 +214,18 @@ class JobSpec:
         return image, image
 
     def redis_bytes(self, window_chunks: int | None = None) -> int:
-        """About the most memory the job's data takes in Redis: every output (they stay until
-        collected) and every input, or only ``window_chunks`` chunks' inputs when a waiting
-        client paces the job; with the names and per-item overhead."""
+        """About the most memory the job's data takes in Redis: every input and every output
+        (they stay until collected), with the names and per-item overhead; only
+        ``window_chunks`` chunks' inputs when a waiting client paces the job, and only as many
+        outputs too when it streams them out."""
         item_in, item_out = self.item_bytes()
-        inputs = (
+        paced = (
             self.total
             if window_chunks is None
             else min(self.total, window_chunks * self.chunk_size)
         )
-        return inputs * item_in + self.total * (item_out + ITEM_OVERHEAD_BYTES)
+        outputs = paced if self.streamed else self.total
+        return paced * item_in + outputs * (item_out + ITEM_OVERHEAD_BYTES)
 
     def chunk_start(self, chunk: int) -> int:
         """Offset of chunk ``chunk``'s first item in the job."""
@@ -330,6 +336,7 @@ class JobStore:
             "chunks": spec.chunks,
             "code_dim": spec.code_dim,
             "output": spec.output,
+            "streamed": int(spec.streamed),
             "queued": 0,
             "done": 0,
             "failed": 0,
@@ -376,6 +383,22 @@ class JobStore:
     def renew_lease(self, job: str) -> None:
         """Keep the submitter's lease while it waits for room to queue its next chunk."""
         self.client.expire(self.submitter_key(job), SUBMITTER_LEASE_S)
+
+    def resume_submission(self, job: str) -> None:
+        """Take the submitter's lease again: a client resuming a job whose submitter died
+        before queuing every chunk (``incomplete``) queues the rest under it."""
+        self.client.set(self.submitter_key(job), 1, ex=SUBMITTER_LEASE_S)
+
+    def forget_outputs(self, job: str, chunks: list[int]) -> None:
+        """Delete the outputs (and item names) of chunks a streaming client has stored for good;
+        their statuses stay. Deletes only, so a full Redis allows it."""
+        if not chunks:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for chunk in chunks:
+            pipe.unlink(self.output_key(job, chunk))
+        pipe.hdel(self._key(job, "names"), *map(str, chunks))
+        pipe.execute()
 
     def end_submission(self, job: str, chunks: int) -> None:
         """Record that all ``chunks`` messages went out and drop the submitter's lease."""
@@ -605,6 +628,7 @@ def _spec(fields: Mapping[str, str]) -> JobSpec:
         chunk_size=int(fields["chunk_size"]),
         code_dim=int(fields["code_dim"]),
         output=fields.get("output", ""),
+        streamed=fields.get("streamed") == "1",
     )
 
 

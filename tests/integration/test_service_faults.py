@@ -276,9 +276,12 @@ def test_ctrl_c_while_waiting_says_how_to_resume(service, mnist, tmp_path):
     _, stderr = waiting.communicate(timeout=60)
 
     assert waiting.returncode == 130
-    assert f"aeq results {job} -o {tmp_path / 'out'}" in stderr
+    assert "the same command with --resume" in stderr, stderr
     assert not (tmp_path / "out").exists()
     service.start_worker("one")
-    resumed = service.aeq("results", job, "-o", str(tmp_path / "out"))
+    resumed = service.aeq(
+        "denoise", str(tmp_path / "digits.npy"), "-o", str(tmp_path / "out"), "--resume"
+    )
     assert resumed.returncode == 0, resumed.stderr
+    assert f"job {job}: resuming" in resumed.stderr
     assert len(list((tmp_path / "out").glob("*.png"))) == 200

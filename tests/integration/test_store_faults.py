@@ -83,7 +83,8 @@ def test_a_job_that_cannot_fit_is_refused_before_it_is_created(
     np.save(tmp_path / "digits.npy", np.tile(mnist.test_images, (2, 1, 1)))
     client = redis_server.client()
     client.config_set("maxmemory-policy", "noeviction")
-    client.config_set("maxmemory", int(client.info("memory")["used_memory"]) + 4 * 2**20)
+    # A waiting client needs room for a window of chunks (4 of 512 images, in and out: ~3 MiB).
+    client.config_set("maxmemory", int(client.info("memory")["used_memory"]) + 2**20)
     try:
         result = service.aeq(
             "reconstruct", str(tmp_path / "digits.npy"), "-o", str(tmp_path / "o.npy")
@@ -129,18 +130,28 @@ def stop_while_queuing(process: subprocess.Popen[str], client, job: str) -> None
     raise AssertionError("the client queued nothing")
 
 
-def test_a_killed_submitter_leaves_an_incomplete_job_that_partial_collects(
-    service, redis_server, tmp_path
-):
-    """SIGKILL while queuing used to leave a job 'running' until its 24 h TTL; 'aeq results'
-    waited forever."""
-    process = service.popen("reconstruct", str(big_input(tmp_path)), "-o", str(tmp_path / "x.npy"))
+def killed_while_queuing(service, redis_server, *args: str) -> tuple[str, dict]:
+    """Start a submitting client, SIGKILL it once it queued a few chunks, wait for the job to
+    read 'incomplete' (its lease lapsed); the job id and its status."""
+    process = service.popen(*args)
     job = read_job_line(process)
     stop_while_queuing(process, redis_server.client(), job)
     process.kill()
     process.wait()
     status = wait_for(
         lambda: (s := job_status(service, job))["state"] == "incomplete" and s, 45, "incomplete"
+    )
+    return job, status
+
+
+def test_a_killed_submitter_leaves_an_incomplete_job_that_partial_collects(
+    service, redis_server, tmp_path
+):
+    """SIGKILL while queuing used to leave a job 'running' until its 24 h TTL; 'aeq results'
+    waited forever."""
+    inputs, out = str(big_input(tmp_path)), str(tmp_path / "x.npy")
+    job, status = killed_while_queuing(
+        service, redis_server, "reconstruct", inputs, "-o", out, "--no-wait"
     )
     queued = status["chunks"]["queued"]
     assert 2 <= queued < status["chunks"]["total"]
@@ -154,6 +165,25 @@ def test_a_killed_submitter_leaves_an_incomplete_job_that_partial_collects(
     assert partial.returncode == 0, partial.stderr
     # Every chunk surely queued, and the one whose message may have gone out unrecorded.
     assert len(np.load(tmp_path / "r.npy")) in (queued * CHUNK, (queued + 1) * CHUNK)
+
+
+def test_a_killed_streaming_client_leaves_a_job_that_resume_finishes(
+    service, redis_server, tmp_path
+):
+    """A client waiting with -o, killed while queuing: its job reads 'incomplete' once the
+    lease lapses; 'aeq results' cannot collect it (the client took the outputs it had), and
+    the same command with --resume queues the rest and finishes it."""
+    inputs, out = str(big_input(tmp_path, 20_000)), tmp_path / "x.npy"
+    job, status = killed_while_queuing(service, redis_server, "reconstruct", inputs, "-o", str(out))
+    refused = service.aeq("results", job, "-o", str(tmp_path / "r.npy"))
+    (line,) = error_lines(refused)
+    assert refused.returncode == 1 and "--resume" in line, line
+    service.start_worker("late")
+    resumed = service.aeq("reconstruct", inputs, "-o", str(out), "--resume", timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert len(np.load(out)) == 20_000
+    final = job_status(service, job)
+    assert final["state"] == "done" and final["chunks"]["done"] == status["chunks"]["total"]
 
 
 def restart(server: RedisServer) -> None:
