@@ -432,9 +432,9 @@ def _submit_and_follow(
                 stderr.print("interrupted while queuing: the job was cancelled")
                 raise
             except RedisGoneError:  # the job lives on in Redis, incomplete: resumable
-                _keep_if_resumable(writer, state, output)
+                _keep_if_resumable(writer, state, submission, output)
                 raise
-            _follow_to_the_end(client, job, writer, state, advance, output)
+            _follow_to_the_end(client, job, writer, state, advance, submission, output)
         writer.commit()
     client.finish(job, keep=False)
     record = client.record(job)
@@ -444,7 +444,7 @@ def _submit_and_follow(
 
 def _resume_and_follow(settings: Settings, submission: Submission, output: Path) -> JobWriter:
     """Go on with the job whose resume point is beside ``output`` (``--resume``)."""
-    from aeq.client.client import FollowState, JobClient, RedisGoneError
+    from aeq.client.client import FollowState, JobClient
     from aeq.core.errors import JobError, JobNotFoundError
     from aeq.files.resume import ResumePoint
 
@@ -480,10 +480,10 @@ def _resume_and_follow(settings: Settings, submission: Submission, output: Path)
             advance(state.items)
             try:
                 client.resubmit(noted.job, submission, writer, state, advance)
-            except (KeyboardInterrupt, RedisGoneError):
-                _keep_if_resumable(writer, state, output)
+            except BaseException:  # nothing here cancels the job: what is stored stays
+                _keep_if_resumable(writer, state, submission, output)
                 raise
-            _follow_to_the_end(client, noted.job, writer, state, advance, output)
+            _follow_to_the_end(client, noted.job, writer, state, advance, submission, output)
         writer.commit()
     client.finish(noted.job, keep=False)
     record = client.record(noted.job)
@@ -497,34 +497,37 @@ def _follow_to_the_end(
     writer: JobWriter,
     state: FollowState,
     advance: Callable[[int], None],
+    submission: Submission,
     output: Path | None,
 ) -> None:
     try:
         client.follow(job, writer, state, advance)
     except KeyboardInterrupt:
-        if _keep_if_resumable(writer, state, output):
+        if _keep_if_resumable(writer, state, submission, output):
             raise
         stderr.print(
             f"job {job} keeps running; collect it with 'aeq results {job} -o {output or 'OUT'}'"
         )
         raise
     except BaseException:
-        _keep_if_resumable(writer, state, output)
+        _keep_if_resumable(writer, state, submission, output)
         raise
 
 
-def _keep_if_resumable(writer: JobWriter, state: FollowState, output: Path | None) -> bool:
+def _keep_if_resumable(
+    writer: JobWriter, state: FollowState, submission: Submission, output: Path | None
+) -> bool:
     """For a streamed job that may still finish (not cancelled, no chunk failed), keep what the
     writer stored and say how to go on; ``False`` (the writer aborts as usual) otherwise."""
-    spec = state.spec
-    if spec is None or not spec.streamed or state.cancelled or state.failed:
+    if not submission.streamed or state.cancelled or state.failed:
         return False
     suspend = getattr(writer, "suspend", None)
     if suspend is None:
         return False
     suspend()
     stderr.print(
-        f"{state.items:,} of {spec.total:,} items are stored; the same command with --resume "
+        f"{state.items:,} of {submission.source.total:,} items are stored; the same command "
+        "with --resume "
         f"goes on with the job where it stopped (-o {output})"
     )
     return True

@@ -42,16 +42,17 @@ def test_a_killed_client_resumes_where_its_output_stopped(service, many, redis_s
     args = ("denoise", str(tmp_path / "in.npy"), "-o", str(out))
     first = service.popen(*args, "--chunk-size", str(CHUNK))
     try:
-        wait_for(lambda: noted_chunks(point) >= 5, 120, "five chunks stored")
+        wait_for(lambda: noted_chunks(point) >= 12, 120, "a dozen chunks stored")
         os.kill(first.pid, signal.SIGKILL)
         first.wait(timeout=30)
     finally:
         first.kill()
     job = point.job().job
     stored = [chunk.chunk for chunk in point.stored()]
-    assert 5 <= len(stored) < CHUNKS
-    # What the client stored for good has left Redis; what it had not, is still there.
-    assert not any(client.exists(f"aeq:job:{{{job}}}:out:{chunk}") for chunk in stored)
+    assert 12 <= len(stored) < CHUNKS
+    # What the client stored for good has left Redis, but for the last batch noted, which the
+    # kill may have caught between its note and its delete (one worker process: a window of 4).
+    assert not any(client.exists(f"aeq:job:{{{job}}}:out:{chunk}") for chunk in stored[:-4])
 
     # Nobody but that client (or its --resume) can collect a streamed job.
     other = service.aeq("results", job, "-o", str(tmp_path / "other.npy"))
