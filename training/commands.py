@@ -48,7 +48,12 @@ def train(
     ] = None,
     batch_size: Annotated[int | None, typer.Option(min=1, help="Images per step.")] = None,
     seed: Annotated[
-        int, typer.Option(min=0, help="Seeds weights, shuffling and noise (same = same weights).")
+        int,
+        typer.Option(
+            min=0,
+            help="Seeds weights, shuffling and noise (same seed and CPU kernel path = same "
+            "weights).",
+        ),
     ] = 0,
     data: Annotated[
         Path | None,

@@ -13,8 +13,11 @@ message is in neither is queued again. A copy made while the original was in fli
 (a worker between its BRPOP and its record, microseconds) costs one chunk's work and nothing
 else: the completion script keeps a chunk's first outcome, and a worker skips a finished chunk.
 
-Reading the lists costs one LRANGE per page of ``PAGE`` messages (about 500 bytes each), only
-while the job is quiet, at most once per ``QUIET_S``.
+The lists and the hash are read in one MULTI/EXEC, a snapshot: kombu moves an unacknowledged
+message back to its list (the visibility timeout's restore) in a transaction of its own, and a
+message read in neither place because it moved between two separate reads would be sent twice.
+That costs one reply of the queue's messages (about 500 bytes each), only while the job is
+quiet, at most once per ``QUIET_S``.
 """
 
 from __future__ import annotations
@@ -35,8 +38,6 @@ UNACKED_KEY = "unacked"
 # kombu puts a message sent with priority P > 0 on the list QUEUE + SEPARATOR + P (steps 3, 6, 9).
 PRIORITY_SEPARATOR = "\x06\x16"
 PRIORITY_STEPS = (3, 6, 9)
-# Messages read per LRANGE.
-PAGE = 1000
 
 
 def queue_lists(queue: str) -> list[str]:
@@ -64,12 +65,15 @@ def lost_chunks(broker: redis.Redis, queue: str, job: str, outstanding: Iterable
 
 
 def _envelopes(broker: redis.Redis, queue: str) -> Iterator[Any]:
-    for name in queue_lists(queue):
-        start = 0
-        while page := broker.lrange(name, start, start + PAGE - 1):
-            yield from map(_json, page)
-            start += PAGE
-    for raw in broker.hvals(UNACKED_KEY):  # [envelope, exchange, routing key]
+    pipe = broker.pipeline(transaction=True)  # one snapshot of the lists and the hash
+    lists = queue_lists(queue)
+    for name in lists:
+        pipe.lrange(name, 0, -1)
+    pipe.hvals(UNACKED_KEY)
+    *waiting, unacked = pipe.execute()
+    for messages in waiting:
+        yield from map(_json, messages)
+    for raw in unacked:  # [envelope, exchange, routing key]
         entry = _json(raw)
         if isinstance(entry, list) and entry:
             yield entry[0]
