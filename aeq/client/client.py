@@ -182,22 +182,19 @@ class JobClient:
         self._admit(spec, self.window(self.liveness.count_slots()) if paced else None)
         job = self.store.create(spec)
         queued_items = 0
+
+        def after_each(chunk: int, count: int) -> None:
+            nonlocal queued_items
+            queued_items += count
+            if on_queued:
+                on_queued(queued_items)
+            if between_chunks:
+                self._resilient(job, functools.partial(between_chunks, job))
+
         try:
             if on_created:  # inside: an interrupt while it runs cancels the job too
                 on_created(job)
-            with self._celery_app().producer_or_acquire() as producer:
-                for chunk, (names, array) in enumerate(submission.source.chunks(spec.chunk_size)):
-                    # Safe to repeat after a lost Redis: the put is idempotent, and a message
-                    # sent twice is applied once (the completion script keeps the first).
-                    queue = functools.partial(
-                        self._queue_chunk, producer, job, spec, chunk, names, array
-                    )
-                    self._resilient(job, queue)
-                    queued_items += len(array)
-                    if on_queued:
-                        on_queued(queued_items)
-                    if between_chunks:
-                        self._resilient(job, functools.partial(between_chunks, job))
+            self._queue_chunks(job, spec, submission.source, 0, after_each)
         except redis.exceptions.OutOfMemoryError:
             self.store.cancel(job)
             raise StoreFullError(
@@ -242,20 +239,35 @@ class JobClient:
             raise JobError(f"job {job} was cancelled; nothing to resume")
         self.store.resume_submission(job)
         self.follow(job, writer, state, on_progress, block=False)
+
+        def make_room(chunk: int, _count: int) -> None:
+            room = functools.partial(self.wait_for_room, job, chunk + 1, writer, state, on_progress)
+            self._resilient(job, room)
+
+        self._queue_chunks(job, spec, submission.source, record.queued, make_room)
+        self.store.end_submission(job, spec.chunks)
+
+    def _queue_chunks(
+        self,
+        job: str,
+        spec: JobSpec,
+        source: ChunkSource,
+        first: int,
+        after_each: Callable[[int, int], None],
+    ) -> None:
+        """Queue ``source``'s chunks from chunk ``first`` on, calling ``after_each(chunk, items)``
+        after each. Each put and message is retried after a lost Redis: safe, since the put is
+        idempotent and a message sent twice is applied once (the completion script keeps the
+        first)."""
         with self._celery_app().producer_or_acquire() as producer:
-            chunks = submission.source.chunks(spec.chunk_size)
-            for chunk, (names, array) in enumerate(chunks):
-                if chunk < record.queued:
+            for chunk, (names, array) in enumerate(source.chunks(spec.chunk_size)):
+                if chunk < first:
                     continue
                 queue = functools.partial(
                     self._queue_chunk, producer, job, spec, chunk, names, array
                 )
                 self._resilient(job, queue)
-                room = functools.partial(
-                    self.wait_for_room, job, chunk + 1, writer, state, on_progress
-                )
-                self._resilient(job, room)
-        self.store.end_submission(job, spec.chunks)
+                after_each(chunk, len(array))
 
     def _admit(self, spec: JobSpec, window_chunks: int | None) -> None:
         """Refuse a job that would take Redis past ``ADMISSION_SHARE`` of its maxmemory."""

@@ -326,7 +326,7 @@ def _run(
     submission = Submission(
         op, version, source, options.chunk_size, output=remembered, streamed=streamed
     )
-    _check_resume_options(options, settings, op)
+    _check_resume_options(options, settings)
     with terminate_as_interrupt():
         if options.no_wait:
             if not settings.broker_url:
@@ -337,14 +337,13 @@ def _run(
             raise UsageError("give the output with -o/--output (a folder, or a .npy/.npz file)")
         if not settings.broker_url:
             return _run_local(settings, submission, output, overwrite)
-        assert output is not None or not streamed
         if options.resume:
             assert output is not None
             return _resume_and_follow(settings, submission, output)
         return _submit_and_follow(settings, submission, output, overwrite)
 
 
-def _check_resume_options(options: JobOptions, settings: Settings, op: Operation) -> None:
+def _check_resume_options(options: JobOptions, settings: Settings) -> None:
     if not options.resume:
         return
     if options.no_wait or options.overwrite:
@@ -354,8 +353,6 @@ def _check_resume_options(options: JobOptions, settings: Settings, op: Operation
         raise UsageError("--resume needs a broker: set AEQ_BROKER_URL (local mode keeps no job)")
     if options.output is None:
         raise UsageError("--resume needs the -o/--output the job was writing")
-    if op is Operation.SCORE:  # pragma: no cover - score has no --resume option
-        raise UsageError("score jobs keep their scores in Redis: collect with 'aeq results'")
 
 
 def _run_local(
@@ -436,10 +433,22 @@ def _submit_and_follow(
                 raise
             _follow_to_the_end(client, job, writer, state, advance, submission, output)
         writer.commit()
+    _finish(client, job, submission, state, output, started)
+    return writer
+
+
+def _finish(
+    client: JobClient,
+    job: str,
+    submission: Submission,
+    state: FollowState,
+    output: Path | None,
+    started: float,
+) -> None:
+    """Once the output is in place: delete the job's data from Redis and say what was done."""
     client.finish(job, keep=False)
     record = client.record(job)
     views.print_summary(submission, state.items, output, record.providers(), started, job)
-    return writer
 
 
 def _resume_and_follow(settings: Settings, submission: Submission, output: Path) -> JobWriter:
@@ -485,9 +494,7 @@ def _resume_and_follow(settings: Settings, submission: Submission, output: Path)
                 raise
             _follow_to_the_end(client, noted.job, writer, state, advance, submission, output)
         writer.commit()
-    client.finish(noted.job, keep=False)
-    record = client.record(noted.job)
-    views.print_summary(submission, state.items, output, record.providers(), started, noted.job)
+    _finish(client, noted.job, submission, state, output, started)
     return writer
 
 
@@ -527,8 +534,7 @@ def _keep_if_resumable(
     suspend()
     stderr.print(
         f"{state.items:,} of {submission.source.total:,} items are stored; the same command "
-        "with --resume "
-        f"goes on with the job where it stopped (-o {output})"
+        f"with --resume goes on with the job where it stopped (-o {output})"
     )
     return True
 
