@@ -71,7 +71,8 @@ def service_env(repository: Path) -> dict[str, str]:
 class RedisServer:
     """A ``redis-server`` subprocess on a free port, with its data and log in ``folder``."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, extra_args: Sequence[str] = ()) -> None:
+        """Start it; ``extra_args`` are more ``redis-server`` options (``--maxmemory 256mb``)."""
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed (.ci/run installs it with apt)")
@@ -82,7 +83,7 @@ class RedisServer:
         command = [
             binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(folder),
             "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
-            "--logfile", str(self.log),
+            "--logfile", str(self.log), *extra_args,
         ]  # fmt: skip
         self.process: subprocess.Popen[bytes] = subprocess.Popen(command)
         self.wait_ready()

@@ -10,6 +10,7 @@ task held the worker, which with the chunk statuses' inference time splits the w
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,8 +61,8 @@ class Cluster:
     workers: list[WorkerProcess] = field(default_factory=list)
 
     @classmethod
-    def start(cls, folder: Path, repository: Path) -> Cluster:
-        return cls(folder, repository, RedisServer(folder / "redis"))
+    def start(cls, folder: Path, repository: Path, redis_args: Sequence[str] = ()) -> Cluster:
+        return cls(folder, repository, RedisServer(folder / "redis", redis_args))
 
     @property
     def env(self) -> dict[str, str]:

@@ -93,7 +93,8 @@ def bench(
     sections: Annotated[
         str | None,
         typer.Option(
-            help="Comma-separated sections (default all): engine, service, latency, memory, flops."
+            help="Comma-separated sections (default all): engine, service, latency, memory, flops, "
+            "scale."
         ),
     ] = None,  # fmt: skip
     repository: Annotated[

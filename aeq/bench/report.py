@@ -257,12 +257,51 @@ def flops_lines(flops: dict[str, Any]) -> list[str]:
     ]
 
 
+def scale_lines(scale: dict[str, Any]) -> list[str]:
+    big, moved, fair = scale["big"], scale["transport"], scale["fair"]
+    rss = big["client_rss"]
+    rows = [
+        [f"{big['items']:,}-image `{big['model']}` job, Redis maxmemory {scale['maxmemory_mb']} MB",
+         f"{big['seconds']:.0f} s ({rate(big['images_per_s'])}/s); Redis used_memory peak "
+         f"{big['redis_peak_sampled_mib']:.1f} MiB sampled, {big['redis_peak_counter_mib']:.1f} "
+         f"MiB Redis' own counter (before the job {big['redis_used_before_mib']:.1f}); client RSS "
+         f"{rss.get('first_half_peak_mib', 0):.0f} -> {rss.get('second_half_peak_mib', 0):.0f} MiB "
+         "(first half's peak -> second half's)"],
+        [f"{moved['items']:,}-image `{moved['model']}` job",
+         f"CLI {moved['cli_s']:.1f} s; transport baseline {moved['baseline_s']:.1f} s "
+         f"({ratio(moved['ratio_vs_baseline'])}); in-process ORT {moved['in_process_s']:.2f} s "
+         f"({ratio(moved['ratio_vs_in_process'])})"],
+    ]  # fmt: skip
+    for name, found in scale["throughput"].items():
+        rows.append([
+            f"{found['items']:,}-image `{name}` job",
+            f"CLI {found['cli_s']:.1f} s; in-process ORT {found['in_process_s']:.1f} s "
+            f"({ratio(found['ratio_vs_in_process'])})",
+        ])  # fmt: skip
+    alone = ", ".join(f"{value:.2f}" for value in fair["alone_s"])
+    behind = ", ".join(f"{value:.2f}" for value in fair["behind_s"])
+    rows.append([
+        f"{fair['small_items']}-image `{fair['model']}` job, alone / {fair['head_start_s']:g} s "
+        f"after a {fair['big_items']:,}-image one",
+        f"{alone} s / {behind} s ({ratio(fair['ratio'])} of alone, medians)",
+    ])  # fmt: skip
+    for name, found in scale["start"].items():
+        rows.append([f"`{name}`", f"{found['wall_s']:.3f} s wall, {found['cpu_s']:.3f} s CPU "
+                     f"(median of {found['runs']})"])  # fmt: skip
+    notice = scale["notice"]
+    said = "never" if notice["seconds"] is None else f"{notice['seconds']:.1f} s"
+    rows.append(["no worker: the client's notice", f"{said}: {notice['line']!r}"])
+    title = "## 6. Scale: jobs of any size through the CLI (one default `aeq worker`)"
+    return [title, "", *table(["measured", "figure"], rows)]
+
+
 SECTION_LINES: dict[str, Callable[[dict[str, Any]], list[str]]] = {
     "engine": engine_lines,
     "service": service_lines,
     "latency": latency_lines,
     "memory": memory_lines,
     "flops": flops_lines,
+    "scale": scale_lines,
 }
 
 

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from aeq.bench import engine, flops, latency, machine, memory
+from aeq.bench import engine, flops, latency, machine, memory, scale
 from aeq.bench.cluster import LAYOUTS, Cluster
 from aeq.bench.data import load_images
 from aeq.bench.models import BenchModel, prepare_models
@@ -22,7 +22,7 @@ from aeq.bench.timing import Plan
 from aeq.core.catalog import MODELS
 from aeq.core.settings import load_settings
 
-SECTIONS = ("engine", "service", "latency", "memory", "flops")
+SECTIONS = ("engine", "service", "latency", "memory", "flops", "scale")
 SERVICE_SECTIONS = ("service", "latency", "memory")
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,6 +45,7 @@ class BenchConfig:
     latency_cli_runs: int
     memory_sizes: tuple[int, ...]
     memory_model: str
+    scale: scale.ScaleSizes
     quick: bool = False
     repository: Path | None = None
 
@@ -64,6 +65,15 @@ FULL = BenchConfig(
     latency_cli_runs=10,
     memory_sizes=(10_000, 100_000),
     memory_model="vanilla",
+    scale=scale.ScaleSizes(
+        big_items=1_000_000,
+        transport_items=1_000_000,
+        throughput_items=200_000,
+        fair_items=50_000,
+        fair_small_items=10,
+        rounds=3,
+        maxmemory_mb=256,
+    ),
 )
 QUICK = replace(
     FULL,
@@ -79,6 +89,14 @@ QUICK = replace(
     latency_jobs=10,
     latency_cli_runs=1,
     memory_sizes=(1_000, 4_000),
+    scale=replace(
+        FULL.scale,
+        big_items=4_000,
+        transport_items=4_000,
+        throughput_items=2_000,
+        fair_items=2_000,
+        rounds=1,
+    ),
     quick=True,
 )
 
@@ -178,6 +196,10 @@ def run_suite(
         )
     if any(section in config.sections for section in SERVICE_SECTIONS):
         _service_phase(config, models, images, folder, results, progress)
+    if "scale" in config.sections:
+        progress("scale: jobs of any size through the CLI, Redis capped")
+        repository = config.repository or folder / "repository"
+        results["scale"] = scale.run(models, images, folder / "scale", repository, config.scale)
     report["load_average"]["end"] = machine.load_average()
     report["seconds"] = time.time() - started
     report["results"] = results

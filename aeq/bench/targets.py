@@ -1,4 +1,5 @@
-"""Issue 5's targets, checked against a report's results: each one met or missed, with its figure.
+"""Issue 5's and issue 12's targets, checked against a report's results: each one met or
+missed, with its figure.
 
 A target whose section did not run is absent, not "met".
 """
@@ -102,6 +103,74 @@ def memory_verdicts(memory: dict[str, Any]) -> list[Verdict]:
     ]
 
 
+# Issue 12's targets (section 6, scale).
+SCALE_REDIS_MAX_MIB = 128
+SCALE_CLIENT_MAX_GROWTH = 1.1
+SCALE_FAIR_MAX_RATIO = 1.5
+SCALE_MIN_RATIO = {"denoising": 0.9, "conv": 0.8}
+SCALE_TRANSPORT_MIN_RATIO = 0.5
+SCALE_START_MAX_S = 0.3
+SCALE_NOTICE_MAX_S = 5.0
+
+
+def scale_verdicts(scale: dict[str, Any]) -> list[Verdict]:
+    big, moved, fair = scale["big"], scale["transport"], scale["fair"]
+    peak = max(big["redis_peak_sampled_mib"], big["redis_peak_counter_mib"])
+    growth = big["client_rss"].get("growth", float("inf"))
+    found = [
+        Verdict(
+            f"scale: {big['items']:,}-image {big['model']} job, Redis maxmemory "
+            f"{scale['maxmemory_mb']} MB: completes, used_memory peak <= {SCALE_REDIS_MAX_MIB} "
+            f"MiB, client RSS flat (second half's peak within {SCALE_CLIENT_MAX_GROWTH}x)",
+            f"{big['items_written']:,} written; peak {peak:.1f} MiB; RSS {growth:.2f}x",
+            big["items_written"] == big["items"]
+            and peak <= SCALE_REDIS_MAX_MIB
+            and growth <= SCALE_CLIENT_MAX_GROWTH,
+        ),
+        Verdict(
+            f"scale: {moved['items']:,}-image {moved['model']} job >= "
+            f"{SCALE_TRANSPORT_MIN_RATIO}x the transport baseline",
+            f"{moved['ratio_vs_baseline']:.2f}x (in-process ORT: "
+            f"{moved['ratio_vs_in_process']:.2f}x)",
+            moved["ratio_vs_baseline"] >= SCALE_TRANSPORT_MIN_RATIO,
+        ),
+        Verdict(
+            f"scale: {fair['small_items']}-image job behind a {fair['big_items']:,}-image one "
+            f"<= {SCALE_FAIR_MAX_RATIO}x its time alone",
+            f"{fair['ratio']:.2f}x",
+            fair["ratio"] <= SCALE_FAIR_MAX_RATIO,
+        ),
+    ]
+    for name, result in scale["throughput"].items():
+        goal = SCALE_MIN_RATIO.get(name)
+        if goal is not None:
+            found.append(
+                Verdict(
+                    f"scale: {result['items']:,}-image {name} job through the CLI >= {goal}x "
+                    "in-process ORT",
+                    f"{result['ratio_vs_in_process']:.2f}x",
+                    result["ratio_vs_in_process"] >= goal,
+                )
+            )
+    for name, result in scale["start"].items():
+        found.append(
+            Verdict(
+                f"scale: `{name}` starts in <= {SCALE_START_MAX_S} s",
+                f"{result['wall_s']:.3f} s wall (CPU {result['cpu_s']:.3f} s)",
+                result["wall_s"] <= SCALE_START_MAX_S,
+            )
+        )
+    notice = scale["notice"]["seconds"]
+    found.append(
+        Verdict(
+            f"scale: no worker: one-line notice within {SCALE_NOTICE_MAX_S:g} s",
+            "never" if notice is None else f"{notice:.1f} s",
+            notice is not None and notice <= SCALE_NOTICE_MAX_S,
+        )
+    )
+    return found
+
+
 def verdicts(results: dict[str, Any]) -> list[dict[str, Any]]:
     """Every target the results allow judging."""
     checks = {
@@ -109,6 +178,7 @@ def verdicts(results: dict[str, Any]) -> list[dict[str, Any]]:
         "service": service_verdicts,
         "latency": latency_verdicts,
         "memory": memory_verdicts,
+        "scale": scale_verdicts,
     }
     found: list[Verdict] = []
     for section, check in checks.items():
