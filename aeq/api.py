@@ -74,7 +74,7 @@ def denoise(
     *,
     broker_url: str | None = None,
     repository: PathLike | None = None,
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    chunk_size: int | None = None,
     resize: bool = False,
 ) -> np.ndarray:
     """Denoise images with the denoising autoencoder (or ``model``).
@@ -90,7 +90,8 @@ def denoise(
             ``""`` runs in this process even where that is set).
         repository: the model repository (default ``AEQ_MODEL_REPOSITORY`` or
             ``./model_repository``).
-        chunk_size: items per chunk (one task each when queued), 1 to 4096.
+        chunk_size: items per chunk (one task each when queued), 1 to 4096 (default: about
+            2 MiB of input, 2048 images or 4096 codes).
         resize: resize images that are not 28 x 28 instead of refusing them.
 
     Returns:
@@ -115,7 +116,7 @@ def reconstruct(
     *,
     broker_url: str | None = None,
     repository: PathLike | None = None,
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    chunk_size: int | None = None,
     resize: bool = False,
 ) -> np.ndarray:
     """Reconstruct images through an autoencoder (default ``conv``).
@@ -134,7 +135,7 @@ def encode(
     *,
     broker_url: str | None = None,
     repository: PathLike | None = None,
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    chunk_size: int | None = None,
     resize: bool = False,
 ) -> np.ndarray:
     """Encode images to codes with a model's encoder (default ``multilayer``).
@@ -156,7 +157,7 @@ def decode(
     *,
     broker_url: str | None = None,
     repository: PathLike | None = None,
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    chunk_size: int | None = None,
 ) -> np.ndarray:
     """Decode codes back to images with the decoder of the model that made them.
 
@@ -192,7 +193,7 @@ def score(
     calibrate: bool = False,
     broker_url: str | None = None,
     repository: PathLike | None = None,
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    chunk_size: int | None = None,
     resize: bool = False,
 ) -> Scores:
     """Score how badly an autoencoder (default ``conv``) reconstructs each image, and rank them.
@@ -309,7 +310,7 @@ def _run_images(
     version: int | None,
     broker_url: str | None,
     repository: PathLike | None,
-    chunk_size: int,
+    chunk_size: int | None,
     resize: bool,
 ) -> np.ndarray:
     from aeq.client.submissions import image_submission

@@ -36,12 +36,22 @@ def worker(
     ] = False,
     loglevel: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
     hostname: Annotated[str | None, typer.Option(help="Worker name (default aeq@HOST).")] = None,
+    nice: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            max=19,
+            help="Niceness, 0-19 (default AEQ_WORKER_NICE, else 10: jobs yield the CPU to "
+            "interactive commands on this host).",
+            show_default=False,
+        ),
+    ] = None,
     repository: RepositoryOption = None,
 ) -> None:
     """Run a Celery worker that serves aeq jobs (needs AEQ_BROKER_URL)."""
     from worker.launcher import LaunchOptions, start
 
-    settings = load_settings().with_overrides(model_repository=repository)
+    settings = load_settings().with_overrides(model_repository=repository, worker_nice=nice)
     options = LaunchOptions(
         concurrency=concurrency or settings.worker_concurrency,
         threads=threads or settings.threads_per_process,

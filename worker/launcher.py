@@ -9,12 +9,15 @@
   (``CUDA_VISIBLE_DEVICES`` picks it).
 - ``--concurrency`` / ``AEQ_WORKER_CONCURRENCY`` override both; ONNX Runtime's threads are split so
   the N processes share the cores instead of oversubscribing them.
+- Workers run at niceness 10 (``--nice``, ``AEQ_WORKER_NICE``): batch work that leaves the CPU to
+  interactive commands on the same host and takes all of it when nothing else wants it.
 - ``--require-gpu`` proves CUDA is the provider really in use (a real session, in a subprocess,
   so nothing touches CUDA before the fork) and refuses to start otherwise.
 """
 
 from __future__ import annotations
 
+import os
 import socket
 import sys
 from dataclasses import dataclass, replace
@@ -121,6 +124,13 @@ def published_repository(settings: Settings) -> tuple[Settings, list[str]]:
     return settings.with_overrides(model_repository=root), models
 
 
+def become_nice(niceness: int) -> int:
+    """Lower this process' priority to ``niceness`` (never raise it: that needs privileges);
+    the pool's processes inherit it. Returns the niceness now in force."""
+    current = os.nice(0)
+    return os.nice(niceness - current) if niceness > current else current
+
+
 def start(settings: Settings, options: LaunchOptions) -> None:
     """Check everything that can be checked, then run the worker until it is stopped."""
     check_options(settings, options)
@@ -137,12 +147,14 @@ def start(settings: Settings, options: LaunchOptions) -> None:
         require_cuda(settings)
     from worker import app as app_module
 
+    niceness = become_nice(settings.worker_nice)
     app_module.configure(settings, app_module.WorkerOptions(concurrency, options.require_gpu))
     # Celery sets up logging only once it starts; this line goes out before, on stderr.
     print(
         f"aeq worker: broker {redact(settings.broker_url or '')}, {concurrency} "
         f"process(es) x {threads_per_process(settings, concurrency)} ONNX Runtime "
-        f"thread(s), model repository {settings.model_repository} ({', '.join(models)})",
+        f"thread(s), niceness {niceness}, model repository {settings.model_repository} "
+        f"({', '.join(models)})",
         file=sys.stderr,
         flush=True,
     )

@@ -25,7 +25,7 @@ from aeq.core.catalog import Operation
 from aeq.core.errors import UsageError
 from aeq.core.options import JsonOption, RepositoryOption
 from aeq.core.settings import Settings, load_settings
-from aeq.queue.protocol import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE
+from aeq.queue.protocol import MAX_CHUNK_SIZE
 from aeq.repository import Calibration, ModelRepository, ModelVersion
 
 if TYPE_CHECKING:  # redis-py and Celery come with these; 'aeq -h' does without
@@ -51,7 +51,13 @@ OutputOption = Annotated[
 ModelOption = Annotated[str | None, typer.Option(help="Model name (default: per operation).")]
 VersionOption = Annotated[int | None, typer.Option(min=1, help="Model version (default: latest).")]
 ChunkOption = Annotated[
-    int, typer.Option(min=1, max=MAX_CHUNK_SIZE, help="Items per chunk (one task each).")
+    int | None,
+    typer.Option(
+        min=1,
+        max=MAX_CHUNK_SIZE,
+        help="Items per chunk, one task each (default: about 2 MiB of input, 2048 images).",
+        show_default=False,
+    ),
 ]
 ResizeOption = Annotated[bool, typer.Option("--resize", help="Resize images that are not 28x28.")]
 OverwriteOption = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")]
@@ -73,7 +79,7 @@ class JobOptions:
     """What every job command takes beside its inputs and model."""
 
     output: Path | None
-    chunk_size: int
+    chunk_size: int | None  # None: sized in bytes (aeq.client.submissions.chunk_items)
     overwrite: bool
     no_wait: bool
     # Run without an output file (score --calibrate): the writer only collects.
@@ -102,7 +108,7 @@ def denoise(
     model: ModelOption = None,
     version: VersionOption = None,
     repository: RepositoryOption = None,
-    chunk_size: ChunkOption = DEFAULT_CHUNK_SIZE,
+    chunk_size: ChunkOption = None,
     resize: ResizeOption = False,
     overwrite: OverwriteOption = False,
     no_wait: NoWaitOption = False,
@@ -119,7 +125,7 @@ def reconstruct(
     model: ModelOption = None,
     version: VersionOption = None,
     repository: RepositoryOption = None,
-    chunk_size: ChunkOption = DEFAULT_CHUNK_SIZE,
+    chunk_size: ChunkOption = None,
     resize: ResizeOption = False,
     overwrite: OverwriteOption = False,
     no_wait: NoWaitOption = False,
@@ -136,7 +142,7 @@ def encode(
     model: ModelOption = None,
     version: VersionOption = None,
     repository: RepositoryOption = None,
-    chunk_size: ChunkOption = DEFAULT_CHUNK_SIZE,
+    chunk_size: ChunkOption = None,
     resize: ResizeOption = False,
     overwrite: OverwriteOption = False,
     no_wait: NoWaitOption = False,
@@ -157,7 +163,7 @@ def decode(
         int | None, typer.Option(min=1, help="Model version (default: the codes' version).")
     ] = None,
     repository: RepositoryOption = None,
-    chunk_size: ChunkOption = DEFAULT_CHUNK_SIZE,
+    chunk_size: ChunkOption = None,
     overwrite: OverwriteOption = False,
     no_wait: NoWaitOption = False,
     resume: ResumeOption = False,
@@ -196,7 +202,7 @@ def score(
     model: ModelOption = None,
     version: VersionOption = None,
     repository: RepositoryOption = None,
-    chunk_size: ChunkOption = DEFAULT_CHUNK_SIZE,
+    chunk_size: ChunkOption = None,
     resize: ResizeOption = False,
     overwrite: OverwriteOption = False,
     no_wait: NoWaitOption = False,
@@ -314,6 +320,7 @@ def _run(
 ) -> JobWriter | None:
     """Run the job to its end and return its committed writer; ``None`` with ``--no-wait``."""
     from aeq.client.client import Submission
+    from aeq.client.submissions import chunk_items
 
     output, overwrite = options.output, options.overwrite
     if source.total == 0:
@@ -323,9 +330,8 @@ def _run(
     # few bytes an item: they stay in Redis until collected, as a --no-wait job's outputs do.
     waits = not options.no_wait and bool(settings.broker_url)
     streamed = waits and output is not None and op is not Operation.SCORE
-    submission = Submission(
-        op, version, source, options.chunk_size, output=remembered, streamed=streamed
-    )
+    chunk_size = chunk_items(options.chunk_size, op, version)
+    submission = Submission(op, version, source, chunk_size, output=remembered, streamed=streamed)
     _check_resume_options(options, settings)
     with terminate_as_interrupt():
         if options.no_wait:

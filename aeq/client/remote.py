@@ -21,7 +21,6 @@ import numpy as np
 from aeq.core.catalog import Operation
 from aeq.core.errors import JobError, UsageError
 from aeq.core.settings import Settings, load_settings
-from aeq.queue.protocol import DEFAULT_CHUNK_SIZE
 
 if TYPE_CHECKING:
     from aeq.client.client import JobClient, Submission
@@ -189,7 +188,7 @@ class Client:
         model: str | None = None,
         version: int | None = None,
         *,
-        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        chunk_size: int | None = None,
         resize: bool = False,
     ) -> Job:
         """Check the inputs, queue them as one job and return it without waiting.
@@ -200,7 +199,8 @@ class Client:
                 array, or a codes file ``aeq encode`` wrote).
             model: the model (default: the operation's; for codes files, the one that made them).
             version: the model version (default: the latest; for codes files, theirs).
-            chunk_size: items per chunk (one task each), 1 to 4096.
+            chunk_size: items per chunk (one task each), 1 to 4096 (default: about 2 MiB of
+                input).
             resize: resize images that are not 28 x 28 instead of refusing them.
 
         Raises:

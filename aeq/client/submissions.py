@@ -18,12 +18,13 @@ import numpy as np
 import numpy.typing as npt
 
 from aeq.client.client import Submission
-from aeq.core.catalog import Operation, model_spec
+from aeq.core.catalog import PIXELS_PER_IMAGE, Operation, model_spec
 from aeq.core.errors import InputError, UsageError
 from aeq.core.settings import Settings
 from aeq.files.inputs import CodeSource, ImageSource, open_codes, open_images
 from aeq.files.memory import ArrayCodes, codes_from_array, images_from_array
-from aeq.queue.protocol import MAX_CHUNK_SIZE
+from aeq.queue.jobs import CODE_ITEMSIZE
+from aeq.queue.protocol import MAX_CHUNK_SIZE, default_chunk_size
 from aeq.repository import ModelRepository, ModelVersion
 
 PathLike: TypeAlias = str | os.PathLike[str]
@@ -37,7 +38,7 @@ def image_submission(
     images: Inputs,
     model: str | None,
     version: int | None,
-    chunk_size: int,
+    chunk_size: int | None,
     resize: bool,
 ) -> Submission:
     """Check the images and resolve the model version for ``op`` (denoise, reconstruct, encode).
@@ -49,7 +50,8 @@ def image_submission(
     """
     check_chunk_size(chunk_size)
     resolved = resolve(settings, model or op.default_model or "", version)
-    return Submission(op, resolved, open_images_input(images, resize), chunk_size)
+    source = open_images_input(images, resize)
+    return Submission(op, resolved, source, chunk_items(chunk_size, op, resolved))
 
 
 def decode_submission(
@@ -57,7 +59,7 @@ def decode_submission(
     codes: Inputs,
     model: str | None,
     version: int | None,
-    chunk_size: int,
+    chunk_size: int | None,
 ) -> Submission:
     """Check the codes and pick the decoder: ``model``, else the one a codes file names.
 
@@ -83,7 +85,8 @@ def decode_submission(
             f"the codes are {source.code_dim}-d, {resolved.label} decodes {resolved.code_dim}-d "
             "codes"
         )
-    return Submission(Operation.DECODE, resolved, source, chunk_size)
+    size = chunk_items(chunk_size, Operation.DECODE, resolved)
+    return Submission(Operation.DECODE, resolved, source, size)
 
 
 def resolve(settings: Settings, model: str, version: int | None) -> ModelVersion:
@@ -96,8 +99,20 @@ def resolve(settings: Settings, model: str, version: int | None) -> ModelVersion
     return ModelRepository(settings.model_repository).get(model, version)
 
 
-def check_chunk_size(chunk_size: int) -> None:
-    """Refuse chunk sizes the CLI's ``--chunk-size`` refuses."""
+def chunk_items(chunk_size: int | None, op: Operation, version: ModelVersion) -> int:
+    """``chunk_size``, or (None) the count that makes a chunk of ``op``'s input items (images,
+    or ``version``'s codes to decode) about ``DEFAULT_CHUNK_BYTES``."""
+    if chunk_size is not None:
+        return chunk_size
+    if op is Operation.DECODE:
+        return default_chunk_size(version.code_dim * CODE_ITEMSIZE)
+    return default_chunk_size(PIXELS_PER_IMAGE)
+
+
+def check_chunk_size(chunk_size: int | None) -> None:
+    """Refuse chunk sizes the CLI's ``--chunk-size`` refuses (None: sized in bytes)."""
+    if chunk_size is None:
+        return
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int):
         raise UsageError(f"chunk_size must be a whole number, not {chunk_size!r}")
     if not 1 <= chunk_size <= MAX_CHUNK_SIZE:

@@ -125,6 +125,10 @@ def open_code_output(
 class _Writer:
     """Bookkeeping every writer shares: which items arrived, their names, staging, cleanup."""
 
+    # Output kinds that never write the items' names: the writer does not keep them (a
+    # million-item job's names would be its client's largest memory).
+    NAMELESS_KINDS: frozenset[str] = frozenset()
+
     def __init__(
         self,
         path: Path,
@@ -144,7 +148,7 @@ class _Writer:
         for target in self._targets():
             staging.refuse_existing(target, overwrite)
         self._written = np.zeros(total, dtype=bool)
-        self._names: list[str] = [""] * total
+        self._names: list[str] | None = None if kind in self.NAMELESS_KINDS else [""] * total
         self._staged: list[Path] = []
         self._sink: _StagedArray | _PngFolder | None = None
         self._state = "open"
@@ -216,7 +220,8 @@ class _Writer:
             self._sink.write(start, names, array)
         except OSError as error:
             raise AeqError(f"cannot write {self.path}: {error.strerror or error}") from None
-        self._names[start:stop] = names
+        if self._names is not None:
+            self._names[start:stop] = names
         self._written[start:stop] = True
 
     def commit(self) -> Path:
@@ -268,7 +273,8 @@ class _Writer:
         for chunk in self._resumed:
             stop = chunk.start + len(chunk.names)
             self._written[chunk.start : stop] = True
-            self._names[chunk.start : stop] = chunk.names
+            if self._names is not None:
+                self._names[chunk.start : stop] = chunk.names
             self._sink.adopt(chunk.start, chunk.files)
         if resuming:
             self._sink.drop_unnoted()
@@ -278,6 +284,11 @@ class _Writer:
         if self.resume is not None:
             return self._stage(self.resume.staged(suffix))
         return self._stage(staging.partial_path(self.path, suffix))
+
+    def _kept_names(self) -> list[str]:
+        if self._names is None:
+            raise ValueError(f"a {self.kind} output keeps no item names")
+        return self._names
 
     def _require_open(self) -> None:
         if self._state != "open":
@@ -314,6 +325,8 @@ class _Writer:
 class ImageWriter(_Writer):
     """Writes uint8 ``(n, 28, 28)`` chunks to a PNG folder, ``.npy`` or ``.npz``."""
 
+    NAMELESS_KINDS = frozenset({"npy"})
+
     def __init__(
         self,
         path: Path,
@@ -347,14 +360,16 @@ class ImageWriter(_Writer):
     def _finish(self) -> None:
         sink = self._sink
         if isinstance(sink, _PngFolder):
-            sink.finish(self._names)
+            sink.finish(self._kept_names())
             staging.place(sink.folder, self.path, self._overwrite)
         elif isinstance(sink, _StagedArray):
             sink.finish()
             if self.kind == "npy":
                 staging.place(sink.path, self.path, self._overwrite)
             else:
-                self._publish_npz(sink, IMAGES_KEY, {NPZ_NAMES_KEY: np.array(self._names, str)})
+                self._publish_npz(
+                    sink, IMAGES_KEY, {NPZ_NAMES_KEY: np.array(self._kept_names(), str)}
+                )
 
 
 class CodeWriter(_Writer):
@@ -416,12 +431,12 @@ class CodeWriter(_Writer):
             "version": self.version,
             "code_dim": self.code_dim,
             "count": self.total,
-            "names": self._names,
+            "names": self._kept_names(),
         }
 
     def _npz_metadata(self) -> dict[str, np.ndarray]:
         return {
-            NPZ_NAMES_KEY: np.array(self._names, dtype=str),
+            NPZ_NAMES_KEY: np.array(self._kept_names(), dtype=str),
             NPZ_MODEL_KEY: np.array(self.model, dtype=str),
             NPZ_VERSION_KEY: np.array(self.version, dtype=np.int64),
         }

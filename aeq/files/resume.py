@@ -114,7 +114,8 @@ class ResumePoint:
 
     def note(self, chunks: Iterable[StoredChunk]) -> None:
         """Append ``chunks`` (their data is durable already) and make the lines durable."""
-        lines = "".join(json.dumps(asdict(chunk)) + "\n" for chunk in chunks)
+        # vars, not asdict: asdict deep-copies every name (a second of CPU per 200,000 items).
+        lines = "".join(json.dumps(vars(chunk)) + "\n" for chunk in chunks)
         if not lines:
             return
         try:

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from aeq.core.catalog import IMAGE_SIDE, MODELS, SCORE_METRICS, Operation
+from aeq.core.catalog import IMAGE_SIDE, MODELS, PIXELS_PER_IMAGE, SCORE_METRICS, Operation
 from aeq.core.errors import PayloadError
 
 if TYPE_CHECKING:  # NumPy loads with the first array: the job commands' '-h' does without
@@ -30,13 +30,25 @@ if TYPE_CHECKING:  # NumPy loads with the first array: the job commands' '-h' do
 TASK_NAME = "aeq.run_chunk"
 # The queue chunk messages go to and workers consume (worker.app configures Celery with it).
 QUEUE = "aeq"
-# 512 images are 401 KB of uint8 pixels: far below the megabyte a Redis value should stay under,
-# and large enough that per-chunk overhead (one message, two Redis round trips) stays small next
-# to the inference time of the convolutional models. ``aeq bench`` sweeps this.
-DEFAULT_CHUNK_SIZE = 512
 # A chunk holds at most this many items; a larger count in a message is refused before any
 # allocation (4096 images = 3.2 MB, 4096 64-d codes = 1 MB).
 MAX_CHUNK_SIZE = 4096
+# Unless the user gives a count, a chunk carries about this much input: chunks are sized in bytes,
+# not items. Each chunk costs the client, Redis and the worker a fixed ~10 ms of CPU (a message,
+# four Redis round trips, a durable write); 200,000-image CLI jobs measured 512 -> 2048 MNIST
+# images per chunk at 0.80 -> 0.87x of in-process ONNX Runtime (denoising), 0.68 -> 0.79x (conv),
+# 3.6 -> 2.6 s (vanilla), and 4096 no better (docs/BENCHMARKS.md, "Scale").
+DEFAULT_CHUNK_BYTES = 2 * 2**20
+
+
+def default_chunk_size(item_bytes: int) -> int:
+    """Items per chunk for items of ``item_bytes`` input: the largest power of two whose chunk
+    fits ``DEFAULT_CHUNK_BYTES``, 1 to ``MAX_CHUNK_SIZE`` (2048 MNIST images, 4096 codes)."""
+    fitting = max(1, min(MAX_CHUNK_SIZE, DEFAULT_CHUNK_BYTES // max(1, item_bytes)))
+    return 1 << (fitting.bit_length() - 1)
+
+
+DEFAULT_CHUNK_SIZE = default_chunk_size(PIXELS_PER_IMAGE)
 IMAGE_DTYPE = "uint8"
 CODE_DTYPE = "float32"
 SCORE_DTYPE = "float32"

@@ -83,7 +83,7 @@ def test_a_job_that_cannot_fit_is_refused_before_it_is_created(
     np.save(tmp_path / "digits.npy", np.tile(mnist.test_images, (2, 1, 1)))
     client = redis_server.client()
     client.config_set("maxmemory-policy", "noeviction")
-    # A waiting client needs room for a window of chunks (4 of 512 images, in and out: ~3 MiB).
+    # A waiting client needs room for a window of chunks (4 of 2048 images, in and out: ~13 MiB).
     client.config_set("maxmemory", int(client.info("memory")["used_memory"]) + 2**20)
     try:
         result = service.aeq(

@@ -5,9 +5,10 @@ from __future__ import annotations
 import math
 import time
 
+import numpy as np
 import pytest
 
-from aeq.bench import engine, flops, machine, report, targets
+from aeq.bench import engine, flops, machine, report, scale, targets
 from aeq.bench.cluster import task_seconds
 from aeq.bench.commands import parse_list
 from aeq.bench.jobs import Stopwatch, TimedProxy, worker_split
@@ -240,3 +241,82 @@ def test_verdicts_leave_out_sections_that_did_not_run():
 
 def test_rates_print_compactly():
     assert [report.rate(v) for v in (434_123, 11_080, 950.4, None)] == ["434k", "11.1k", "950", "-"]
+
+
+def _scale(peak_mib: float, rss_growth: float, fair: float, transport: float, notice) -> dict:
+    return {
+        "maxmemory_mb": 256,
+        "big": {"model": "denoising", "items": 1000, "items_written": 1000,
+                "redis_peak_sampled_mib": peak_mib, "redis_peak_counter_mib": peak_mib / 2,
+                "client_rss": {"growth": rss_growth}},
+        "transport": {"model": "vanilla", "items": 1000, "ratio_vs_baseline": transport,
+                      "ratio_vs_in_process": transport / 4},
+        "throughput": {"denoising": {"items": 200, "ratio_vs_in_process": 0.9},
+                       "conv": {"items": 200, "ratio_vs_in_process": 0.79},
+                       "vanilla": {"items": 200, "ratio_vs_in_process": 0.1}},
+        "fair": {"small_items": 10, "big_items": 500, "ratio": fair},
+        "start": {"aeq denoise --help": {"wall_s": 0.3, "cpu_s": 0.2, "runs": 3}},
+        "notice": {"seconds": notice, "line": ""},
+    }  # fmt: skip
+
+
+def test_scale_verdicts_judge_issue_12s_targets():
+    met = [v["met"] for v in targets.verdicts({"scale": _scale(128, 1.1, 1.5, 0.5, 5.0)})]
+    # big job, transport, fair turns, denoising 0.9x, conv 0.79x (< 0.8), start, notice; the
+    # vanilla throughput figure has no target
+    assert met == [True, True, True, True, False, True, True]
+    missed = targets.verdicts({"scale": _scale(128.5, 1.0, 1.51, 0.49, None)})
+    assert [v["met"] for v in missed] == [False, False, False, True, False, True, False]
+    assert missed[-1]["figure"] == "never"
+    assert "client RSS" in missed[0]["target"]
+    assert targets.verdicts({"scale": _scale(10, 1.11, 1.0, 1.0, 1.0)})[0]["met"] is False
+    assert (
+        "## 6. Scale" in report.scale_lines({**_scale(10, 1.0, 1.0, 1.0, 1.0), **SCALE_FIGURES})[0]
+    )
+
+
+SCALE_FIGURES = {
+    "big": {"model": "denoising", "items": 1000, "items_written": 1000, "seconds": 2.0,
+            "images_per_s": 500.0, "redis_used_before_mib": 1.0, "redis_peak_sampled_mib": 5.0,
+            "redis_peak_counter_mib": 6.0, "client_rss": {"growth": 1.0}},
+    "transport": {"model": "vanilla", "items": 1000, "cli_s": 2.0, "baseline_s": 1.0,
+                  "in_process_s": 0.1, "ratio_vs_baseline": 0.5, "ratio_vs_in_process": 0.05},
+    "throughput": {"conv": {"items": 200, "cli_s": 1.0, "in_process_s": 0.8,
+                            "ratio_vs_in_process": 0.8}},
+    "fair": {"model": "denoising", "small_items": 10, "big_items": 500, "head_start_s": 3.0,
+             "alone_s": [0.5], "behind_s": [0.7], "ratio": 1.4},
+}  # fmt: skip
+
+
+def test_client_rss_growth_compares_the_two_halves_of_a_job():
+    mib = 2**20
+    samples = [(0.5, 30 * mib), (1.0, 100 * mib), (2.0, 104 * mib), (3.0, 120 * mib)]
+    growth = scale.rss_growth([*samples, (4.0, 110 * mib)])
+    assert (growth["first_half_peak_mib"], growth["second_half_peak_mib"]) == (104, 120)
+    assert growth["growth"] == pytest.approx(120 / 104)
+    assert scale.rss_growth([(1.0, mib)]) == {"samples": 1}
+
+
+def test_the_transport_baseline_moves_every_chunk_in_and_out_and_leaves_nothing():
+    class Recorder:
+        def __init__(self):
+            self.calls, self.data = [], {}
+
+        def set(self, key, value):
+            self.calls.append(("set", key, len(value)))
+            self.data[key] = value
+
+        def get(self, key):
+            self.calls.append(("get", key, len(self.data[key])))
+            return self.data[key]
+
+        def delete(self, *keys):
+            for key in keys:
+                del self.data[key]
+
+    redis = Recorder()
+    scale.transport_baseline_seconds(redis, np.zeros((5, 28, 28), np.uint8), chunk_size=2)
+    sizes = [size for op, key, size in redis.calls]
+    assert sizes == [2 * 784] * 8 + [784] * 4  # chunks of 2, 2, 1: in, out, in, out
+    assert [op for op, _, _ in redis.calls[:4]] == ["set", "get", "set", "get"]
+    assert redis.data == {}

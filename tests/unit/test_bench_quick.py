@@ -19,7 +19,7 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 AEQ = str(Path(sys.executable).parent / "aeq")
 QUICK_TIMEOUT_S = 240
-SECTIONS = {"engine", "service", "latency", "memory", "flops"}
+SECTIONS = {"engine", "service", "latency", "memory", "flops", "scale"}
 
 
 def _numbers(value, path=""):
@@ -101,5 +101,19 @@ def test_verdicts_name_a_figure_for_each_target(quick_report):
         "service",
         "latency",
         "memory",
+        "scale",
     }
     assert all(v["figure"] and isinstance(v["met"], bool) for v in verdicts)
+
+
+def test_scale_jobs_ran_whole_against_a_capped_redis(quick_report):
+    scale = quick_report[0]["results"]["scale"]
+    big = scale["big"]
+    assert big["items_written"] == big["items"]
+    assert big["redis_maxmemory_mib"] == scale["maxmemory_mb"]
+    assert 0 < big["redis_peak_sampled_mib"] <= big["redis_maxmemory_mib"]
+    assert big["client_rss"]["samples"] >= 1
+    assert scale["notice"]["seconds"] is not None and "no worker" in scale["notice"]["line"]
+    fair = scale["fair"]
+    assert len(fair["alone_s"]) == len(fair["behind_s"]) == len(fair["big_ended_after_s"])
+    assert scale["transport"]["baseline_s"] > 0 and scale["throughput"]

@@ -82,6 +82,25 @@ def test_the_environment_sets_the_concurrency_and_unset_means_automatic():
     assert load_settings({}).worker_concurrency is None
 
 
+def test_workers_are_nice_by_default_and_the_environment_says_how_nice():
+    assert load_settings({}).worker_nice == 10
+    assert load_settings({"AEQ_WORKER_NICE": "0"}).worker_nice == 0
+    assert load_settings({"AEQ_WORKER_NICE": "19"}).worker_nice == 19
+    for bad in ("20", "-1", "low"):
+        with pytest.raises(UsageError, match="AEQ_WORKER_NICE must be a whole number 0-19"):
+            load_settings({"AEQ_WORKER_NICE": bad})
+
+
+def test_becoming_nice_lowers_the_priority_and_never_raises_it():
+    # In a child process: a process can never take back the priority it gave up.
+    code = (
+        "import os; from worker.launcher import become_nice; start = os.nice(0); "
+        "print(become_nice(start + 5) - start, os.nice(0) - start, become_nice(0) - start)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout.split() == ["5", "5", "5"], result.stderr
+
+
 def test_one_process_runs_the_solo_pool_more_run_prefork():
     solo = celery_argv(LaunchOptions(concurrency=1, hostname="a@b"))
     assert "--pool=solo" in solo and "--hostname=a@b" in solo

@@ -9,10 +9,12 @@ import pytest
 from aeq.core.catalog import MODELS, Operation
 from aeq.core.errors import PayloadError
 from aeq.queue.protocol import (
+    DEFAULT_CHUNK_BYTES,
     DEFAULT_CHUNK_SIZE,
     MAX_CHUNK_SIZE,
     ChunkMessage,
     decode_array,
+    default_chunk_size,
     encode_array,
 )
 
@@ -26,11 +28,26 @@ def image_message(count: int = 3, **changes: object) -> dict[str, object]:
     return wire
 
 
-def test_default_chunk_payload_is_well_under_a_megabyte():
+def test_default_chunk_payload_fits_its_byte_budget_and_the_message_stays_small():
     images = np.zeros((DEFAULT_CHUNK_SIZE, 28, 28), np.uint8)
-    assert len(encode_array(images)) == DEFAULT_CHUNK_SIZE * 784 < 512 * 1024
+    assert DEFAULT_CHUNK_SIZE == 2048
+    assert DEFAULT_CHUNK_BYTES // 2 < len(encode_array(images)) <= DEFAULT_CHUNK_BYTES
     message = ChunkMessage.for_array(JOB, 7, Operation.DENOISE, "denoising", 1, images)
     assert len(msgpack.packb(message.to_wire())) < 200
+
+
+@pytest.mark.parametrize(
+    ("item_bytes", "items"),
+    [
+        (784, 2048),
+        (32 * 4, MAX_CHUNK_SIZE),
+        (3 * 256 * 256, 8),
+        (3 * 2**20, 1),
+        (0, MAX_CHUNK_SIZE),
+    ],
+)
+def test_chunks_are_sized_in_bytes_as_a_power_of_two(item_bytes, items):
+    assert default_chunk_size(item_bytes) == items
 
 
 def test_round_trip_through_msgpack_keeps_every_field():
