@@ -62,6 +62,12 @@ ADMISSION_SHARE = 0.9
 # a job starts moving while the first worker's heartbeat is still on its way.
 WINDOW_CHUNKS_PER_SLOT = 2
 MIN_WINDOW_CHUNKS = 4
+# A job's first window of chunks goes ahead of every job's later chunks, so a job submitted behind
+# a big one (waiting or --no-wait) waits for a busy slot to free, not behind the big one's
+# queued chunks. kombu's Redis transport keeps a list per priority step and its workers pop the
+# lists in order: priority 0 is the queue's own list, popped first; 9 the last.
+FIRST_TURN_PRIORITY = 0
+BACKLOG_PRIORITY = 9
 # Pauses between tries while a follower rides out a lost Redis (for settings.reconnect_window_s).
 RECONNECT_PAUSES_S = (0.5, 1.0, 2.0, 4.0)
 
@@ -305,8 +311,13 @@ class JobClient:
         count = spec.chunk_count(chunk)
         dtype, shape = expected_layout(spec.op, count, spec.code_dim)
         message = ChunkMessage(job, chunk, spec.op, spec.model, spec.version, count, dtype, shape)
+        priority = FIRST_TURN_PRIORITY if chunk < self.window() else BACKLOG_PRIORITY
         self._celery_app().send_task(
-            TASK_NAME, kwargs=message.to_wire(), producer=producer, serializer="msgpack"
+            TASK_NAME,
+            kwargs=message.to_wire(),
+            producer=producer,
+            serializer="msgpack",
+            priority=priority,
         )
 
     def _celery_app(self) -> Any:

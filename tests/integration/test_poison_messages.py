@@ -158,9 +158,11 @@ def test_malformed_messages_between_real_chunks_are_dead_letters(
     with the message restored to the head of the queue, so every worker died on it in turn."""
     images = mnist.test_images[:200]
     np.save(tmp_path / "digits.npy", images)
+    # A window of all 10 chunks: every message on the queue's first list, where the bad ones go.
     submitted = service.aeq(
-        "reconstruct", str(tmp_path / "digits.npy"), "--no-wait", "--chunk-size", "20"
-    )
+        "reconstruct", str(tmp_path / "digits.npy"), "--no-wait", "--chunk-size", "20",
+        env={"AEQ_WINDOW_CHUNKS": "10"},
+    )  # fmt: skip
     assert submitted.returncode == 0, submitted.stderr
     job = submitted.stdout.strip()
     marker = str(tmp_path / "unpickled")

@@ -55,7 +55,9 @@ def test_a_full_redis_mid_job_fails_its_chunks_with_the_reason(service, own_redi
     the store is full, as a store filled by other jobs' outputs would."""
     service.env["AEQ_RESULT_BACKEND"] = own_redis.url
     np.save(tmp_path / "digits.npy", np.zeros((4 * CHUNK, 28, 28), np.uint8))
-    queued = service.aeq("reconstruct", str(tmp_path / "digits.npy"), "--no-wait")
+    queued = service.aeq(
+        "reconstruct", str(tmp_path / "digits.npy"), "--no-wait", "--chunk-size", str(CHUNK)
+    )
     assert queued.returncode == 0, queued.stderr
     job = queued.stdout.strip()
     store = own_redis.client()
@@ -164,7 +166,8 @@ def test_a_killed_submitter_leaves_an_incomplete_job_that_partial_collects(
     partial = service.aeq("results", job, "--partial", "-o", str(tmp_path / "r.npy"), timeout=120)
     assert partial.returncode == 0, partial.stderr
     # Every chunk surely queued, and the one whose message may have gone out unrecorded.
-    assert len(np.load(tmp_path / "r.npy")) in (queued * CHUNK, (queued + 1) * CHUNK)
+    size = status["chunks"]["chunk_size"]
+    assert len(np.load(tmp_path / "r.npy")) in (queued * size, (queued + 1) * size)
 
 
 def test_a_killed_streaming_client_leaves_a_job_that_resume_finishes(
@@ -249,7 +252,9 @@ def test_a_chunk_message_redis_lost_is_queued_again(service, mnist, redis_server
     the job waiting forever. Here the oldest message is popped and dropped, as that BRPOP did."""
     images = mnist.test_images[: 4 * CHUNK]
     np.save(tmp_path / "in.npy", images)
-    queued = service.aeq("reconstruct", str(tmp_path / "in.npy"), "--no-wait")
+    queued = service.aeq(
+        "reconstruct", str(tmp_path / "in.npy"), "--no-wait", "--chunk-size", str(CHUNK)
+    )
     assert queued.returncode == 0, queued.stderr
     job = queued.stdout.strip()
     assert redis_server.client().rpop("aeq") is not None  # chunk 0's message, gone
@@ -272,7 +277,11 @@ def test_a_client_that_loses_redis_for_good_says_how_to_resume(
     }
     service = Service(own_redis.url, model_repository, tmp_path, env)
     np.save(tmp_path / "in.npy", np.zeros((600, 28, 28), np.uint8))
-    process = service.popen("reconstruct", str(tmp_path / "in.npy"), "-o", str(tmp_path / "o.npy"))
+    out = str(tmp_path / "o.npy")
+    # Two chunks, both queued (the client follows) when Redis goes.
+    process = service.popen(
+        "reconstruct", str(tmp_path / "in.npy"), "-o", out, "--chunk-size", "300"
+    )
     job = read_job_line(process)
     wait_for(lambda: own_redis.client().hget(f"aeq:job:{{{job}}}", "queued") == b"2", 30, "queued")
     own_redis.process.kill()

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from input_support import digits, save_png, write_idx
 from typer.testing import CliRunner
-from worker_support import random_images, tiny_repository
+from worker_support import pop_next_message, random_images, tiny_repository
 
 import aeq
 import cli
@@ -362,7 +362,7 @@ def run_queued_chunks(redis_client, repository) -> None:
     context = WorkerContext(
         settings, JobStore(redis_client, 600), repository, Engine(settings), "inline@test"
     )
-    while (raw := redis_client.rpop("aeq")) is not None:
+    while (raw := pop_next_message(redis_client)) is not None:
         envelope = json.loads(raw)
         process_chunk(context, msgpack.unpackb(base64.b64decode(envelope["body"]))[1])
 

@@ -11,7 +11,7 @@ import time
 import msgpack
 import numpy as np
 import pytest
-from worker_support import random_images, tiny_repository
+from worker_support import pop_next_message, random_images, tiny_repository
 
 from aeq.client.client import (
     ADMISSION_SHARE,
@@ -25,8 +25,8 @@ from aeq.core.catalog import Operation
 from aeq.core.errors import BrokerError, JobError, StoreFullError
 from aeq.core.settings import Settings
 from aeq.queue.jobs import JobStore
-from aeq.queue.lost_messages import UNACKED_KEY, lost_chunks
-from aeq.queue.protocol import TASK_NAME
+from aeq.queue.lost_messages import UNACKED_KEY, lost_chunks, queue_lists
+from aeq.queue.protocol import QUEUE, TASK_NAME
 from aeq.queue.store import connect
 from worker.inference import CPU_PROVIDER, Engine
 from worker.processing import WorkerContext, process_chunk
@@ -109,6 +109,25 @@ def test_submit_stores_chunks_and_sends_small_msgpack_messages(settings, reposit
     assert client.store.client.get(client.store.input_key(job, 2)) == images[8:].tobytes()
     assert client.store.names(job, 2) == ["item8", "item9"]
     assert client.record(job).queued == 3
+
+
+def test_a_jobs_chunks_past_its_first_window_wait_on_the_low_priority_list(
+    settings, repository, redis_client
+):
+    """Workers pop the queue's lists in priority order, so any job's first window goes ahead of
+    every job's later chunks (a small job behind a big --no-wait one takes the next free slot)."""
+    big_client, big = submit(settings, repository, random_images(10), size=1)
+    window = big_client.window()
+    _, small = submit(settings, repository, random_images(2), size=1)
+    first, backlog = (
+        [chunk_message(raw) for raw in redis_client.lrange(name, 0, -1)[::-1]]
+        for name in (QUEUE, queue_lists(QUEUE)[-1])
+    )
+    taking_order = [(m["job"], m["chunk"]) for m in first + backlog]
+    assert window == 4 and len(backlog) == 10 - window
+    assert taking_order == [(big, c) for c in range(window)] + [(small, 0), (small, 1)] + [
+        (big, c) for c in range(window, 10)
+    ]
 
 
 def test_follow_writes_chunks_as_they_finish_in_any_order(settings, repository, context):
@@ -303,7 +322,7 @@ class InlineWorker:
         self._stop.wait(self.delay_s)
         while not self._stop.is_set():
             self.most_inputs = max(self.most_inputs, len(client.keys("aeq:job:*:in:*")))
-            if raw := client.rpop("aeq"):  # the oldest, as a worker's BRPOP takes it
+            if raw := pop_next_message(client):
                 process_chunk(self.context, chunk_message(raw))
             time.sleep(0.01)
 

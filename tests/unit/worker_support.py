@@ -15,6 +15,8 @@ import numpy as np
 
 from aeq.bench.tiny_models import build_graph, publish_tiny, tiny_repository, weights
 from aeq.core.catalog import Graph, ModelSpec
+from aeq.queue.lost_messages import queue_lists
+from aeq.queue.protocol import QUEUE
 
 __all__ = ["build_graph", "expected", "publish_tiny", "random_images", "tiny_repository"]
 
@@ -34,3 +36,13 @@ def expected(spec: ModelSpec, graph: Graph, inputs: np.ndarray, seed: int = 0) -
 def random_images(count: int, seed: int = 0) -> np.ndarray:
     """``count`` random uint8 images (N, 28, 28)."""
     return np.random.default_rng(seed).integers(0, 256, (count, 28, 28), dtype=np.uint8)
+
+
+def pop_next_message(client) -> bytes | None:
+    """Take the next chunk message as a worker's BRPOP does: the oldest of the first non-empty
+    of the queue's priority lists."""
+    for name in queue_lists(QUEUE):
+        raw = client.rpop(name)
+        if raw is not None:
+            return raw
+    return None
