@@ -270,9 +270,9 @@ def rss_growth(samples: list[tuple[float, int]]) -> dict[str, Any]:
     ("flat": the second half's peak at most 10% above the first's)."""
     if len(samples) < 2:
         return {"samples": len(samples)}
-    middle = samples[-1][0] / 2
-    first = max(rss for at, rss in samples if at <= middle)
-    second = max(rss for at, rss in samples if at > middle)
+    half = len(samples) // 2  # samples come at a steady pace: half of them, half of the time
+    first = max(rss for _, rss in samples[:half])
+    second = max(rss for _, rss in samples[half:])
     return {
         "samples": len(samples),
         "first_half_peak_mib": first / MIB,
@@ -300,10 +300,10 @@ def throughput(
 ) -> dict[str, Any]:
     """A job of ``items`` images through the CLI against in-process ONNX Runtime on them."""
     in_process = in_process_seconds(model, images.floats(items, model.spec.input_dims))
-    input_path = images.save(folder / "throughput.npy", items)
-    seconds = cli_job(job_command(model, input_path, folder / "out.npy"), cluster.env)
+    input_path, output = images.save(folder / "job.npy", items), folder / "out.npy"
+    seconds = cli_job(job_command(model, input_path, output), cluster.env)
     input_path.unlink()
-    (folder / "out.npy").unlink()
+    output.unlink()
     return {
         "items": items,
         "cli_s": seconds,
@@ -338,20 +338,13 @@ def transport(
     finally:
         redis.close()
     del pixels
-    in_process = in_process_seconds(model, images.floats(items, model.spec.input_dims))
-    input_path = images.save(folder / "transport.npy", items)
-    seconds = cli_job(job_command(model, input_path, folder / "out.npy"), cluster.env)
-    input_path.unlink()
-    (folder / "out.npy").unlink()
+    job = throughput(cluster, model, images, folder, items)
     return {
+        **job,
         "model": model.name,
-        "items": items,
         "chunk_size": DEFAULT_CHUNK_SIZE,
-        "cli_s": seconds,
         "baseline_s": baseline,
-        "in_process_s": in_process,
-        "ratio_vs_baseline": baseline / seconds,
-        "ratio_vs_in_process": in_process / seconds,
+        "ratio_vs_baseline": baseline / job["cli_s"],
     }
 
 
