@@ -14,6 +14,6 @@ if [ -z "${AEQ_DATA_DIR:-}" ] && [ -n "$(ls -A "$DATA_MOUNT" 2>/dev/null)" ]; th
 fi
 echo "aeq-train-all: MNIST from ${AEQ_DATA_DIR:-the keras download/cache}"
 
-aeq train all --out "$AEQ_TRAINING_DIR" "$@"
+aeq train all --out "$AEQ_TRAINING_DIR" --overwrite "$@"
 aeq export all --from "$AEQ_TRAINING_DIR" --repository "$AEQ_MODEL_REPOSITORY"
 aeq models

@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from aeq.core.catalog import MODELS, model_spec
-from aeq.core.errors import CollapsedModelError, UsageError
+from aeq.core.errors import AeqError, CollapsedModelError, OutputExistsError, UsageError
 from aeq.core.options import JsonOption
 from aeq.core.settings import load_settings
 from training.data import MnistData, load_mnist, parse_digits
@@ -78,11 +78,17 @@ def train(
             show_default=False,
         ),
     ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace models already trained in --out.")
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Train the article's autoencoders on MNIST; write model.keras and record.json for each."""
     settings = load_settings()
     names = model_names(model)
+    out_dir = out if out is not None else settings.training_dir
+    if not overwrite:
+        refuse_trained(out_dir, names)
     options = {"epochs": epochs, "batch_size": batch_size, "seed": seed, "train_limit": limit}
     try:
         configs = {name: recipe(recipe_name, model=name, **options) for name in names}
@@ -93,7 +99,6 @@ def train(
         mnist = load_mnist(data, settings).with_digits(chosen_digits)
     except ValueError as error:
         raise UsageError(f"--digits {digits}: {error}") from None
-    out_dir = out if out is not None else settings.training_dir
     # With --json, stdout carries the JSON alone: the progress lines (Keras' too) go to stderr.
     progress = _stderr if as_json else _stdout
     progress.print(f"data: {mnist.source} ({len(mnist.train_images)} training images)")
@@ -106,6 +111,26 @@ def train(
     collapsed = [record for record in records if record.collapsed]
     if collapsed:
         raise CollapsedModelError(collapse_message(collapsed))
+
+
+def refuse_trained(out_dir: Path, names: list[str]) -> None:
+    """Refuse to train over models already trained in ``out_dir`` (a silent replacement lost a
+    model trained on other data); says what is there and how to go on."""
+    from training.record import MODEL_FILE, RECORD_FILE, read_record_data
+
+    taken = [name for name in names if (out_dir / name / MODEL_FILE).exists()]
+    if not taken:
+        return
+    first = out_dir / taken[0]
+    try:
+        trained_on = f" (trained on {read_record_data(first)['data_source']})"
+    except (AeqError, KeyError, OSError):
+        trained_on = f" (no readable {RECORD_FILE})"
+    more = f" and {len(taken) - 1} more" if len(taken) > 1 else ""
+    raise OutputExistsError(
+        f"{first} already holds a trained {taken[0]}{trained_on}{more}: pass --overwrite to "
+        "replace it, or --out another folder"
+    )
 
 
 def model_names(model: str) -> list[str]:

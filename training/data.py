@@ -23,7 +23,7 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +56,8 @@ class MnistData:
         test_images: uint8 (M, 28, 28).
         test_labels: uint8 (M,).
         source: one line naming the source, e.g. ``"IDX folder /x/mnist"``.
+        path: the folder or file it was read from, absolute ("" for a download), recorded with
+            a trained model so ``aeq export`` checks parity on the same data.
     """
 
     train_images: np.ndarray
@@ -63,6 +65,7 @@ class MnistData:
     test_images: np.ndarray
     test_labels: np.ndarray
     source: str
+    path: str = ""
 
     def limited(self, train_limit: int | None) -> MnistData:
         """Keep only the first ``train_limit`` training images (all of them for ``None``)."""
@@ -70,12 +73,10 @@ class MnistData:
             return self
         if train_limit <= 0:
             raise ValueError(f"the training limit must be positive, got {train_limit}")
-        return MnistData(
-            self.train_images[:train_limit],
-            self.train_labels[:train_limit],
-            self.test_images,
-            self.test_labels,
-            self.source,
+        return replace(
+            self,
+            train_images=self.train_images[:train_limit],
+            train_labels=self.train_labels[:train_limit],
         )
 
     def with_digits(self, digits: Sequence[int] | None) -> MnistData:
@@ -96,12 +97,13 @@ class MnistData:
         test = np.isin(self.test_labels, chosen)
         if not train.any():
             raise ValueError(f"no training image is a {digits_text(chosen)}")
-        return MnistData(
-            self.train_images[train],
-            self.train_labels[train],
-            self.test_images[test],
-            self.test_labels[test],
-            f"{self.source}, digits {digits_text(chosen)} only",
+        return replace(
+            self,
+            train_images=self.train_images[train],
+            train_labels=self.train_labels[train],
+            test_images=self.test_images[test],
+            test_labels=self.test_labels[test],
+            source=f"{self.source}, digits {digits_text(chosen)} only",
         )
 
 
@@ -159,7 +161,7 @@ def load_mnist(data: Path | None = None, settings: Settings | None = None) -> Mn
         return load_path(settings.data_dir, origin="AEQ_DATA_DIR")
     for cache in keras_cache_candidates(settings):
         if cache.is_file():
-            return _with_source(load_npz(cache), f"keras cache {cache}")
+            return replace(load_npz(cache), source=f"keras cache {cache}", path=str(cache))
     return _download()
 
 
@@ -168,11 +170,11 @@ def load_path(path: Path, origin: str = "path") -> MnistData:
     if not path.exists():
         raise DataUnavailableError(f"{origin} {path} does not exist; {HOW_TO_PROVIDE}")
     if path.is_file():
-        return load_npz(path)
+        return replace(load_npz(path), path=str(path.resolve()))
     if _idx_files(path):
-        return load_idx_folder(path)
+        return replace(load_idx_folder(path), path=str(path.resolve()))
     if (path / NPZ_NAME).is_file():
-        return load_npz(path / NPZ_NAME)
+        return replace(load_npz(path / NPZ_NAME), path=str(path.resolve()))
     raise InputError(
         f"{path} holds neither MNIST IDX files ({', '.join(IDX_STEMS)}) nor {NPZ_NAME}"
     )
@@ -263,12 +265,6 @@ def _as_uint8(array: np.ndarray, path: Path) -> np.ndarray:
     if not np.issubdtype(array.dtype, np.integer) or array.min() < 0 or array.max() > 255:
         raise InputError(f"{path}: expected bytes 0-255, got {array.dtype} values")
     return array.astype(np.uint8)
-
-
-def _with_source(data: MnistData, source: str) -> MnistData:
-    return MnistData(
-        data.train_images, data.train_labels, data.test_images, data.test_labels, source
-    )
 
 
 def _download() -> MnistData:

@@ -73,6 +73,8 @@ class TrainingRecord:
     noisy_input_psnr_db: float | None = None
     history: dict[str, list[float]] = field(default_factory=dict)
     kernels: dict[str, str] = field(default_factory=dict)
+    # Where the training data was read from ("" for a download; older records lack it).
+    data_path: str = ""
 
     def to_json(self) -> str:
         """The record as indented, strict JSON text (a NaN or infinite number becomes null)."""

@@ -243,6 +243,7 @@ def make_record(
         best_val_loss=float(history["val_loss"][best_epoch - 1]),
         **measure(spec, config, arrays, model),
         data_source=data.source,
+        data_path=data.path,
         train_images=len(arrays.train),
         validation_images=len(arrays.validation_targets),
         test_images=len(arrays.test_targets),

@@ -273,7 +273,7 @@ def test_train_all_trains_then_exports_into_the_repository(
     )
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "log").read_text().splitlines() == [
-        f"{source} train all --out /trained --epochs 2",
+        f"{source} train all --out /trained --overwrite --epochs 2",
         f"{source} export all --from /trained --repository /models",
         f"{source} models",
     ]
@@ -290,7 +290,7 @@ def test_train_all_stops_at_the_first_failure(tmp_path: Path) -> None:
         [DOCKER / "train-all.sh"], env=env, capture_output=True, text=True, timeout=30
     )
     assert result.returncode == 2
-    assert (tmp_path / "log").read_text().splitlines() == ["train all --out /trained"]
+    assert (tmp_path / "log").read_text().splitlines() == ["train all --out /trained --overwrite"]
 
 
 # --- one worker per GPU ------------------------------------------------------------------------

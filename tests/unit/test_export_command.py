@@ -110,3 +110,21 @@ def test_bad_requests_exit_2_with_one_line(workplace, tmp_path, args, message):
     assert message in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "repo").exists()
+
+
+def test_parity_is_checked_on_the_data_the_training_record_names(workplace, tmp_path):
+    """'aeq export' without --data looked only where 'aeq train' looks by default, so a model
+    trained with --data (Fashion-MNIST, say) was checked on, or failed for lack of, MNIST."""
+    import shutil
+
+    trained = tmp_path / "trained"
+    shutil.copytree(workplace / "trained" / "vanilla", trained / "vanilla")
+    record_path = trained / "vanilla" / "record.json"
+    record = json.loads(record_path.read_text())
+    record["data_path"] = str(workplace / "mnist.npz")
+    record_path.write_text(json.dumps(record))
+    repository = tmp_path / "repository"
+    result = run_aeq("export", "vanilla", "--from", str(trained), "--repository", str(repository))
+    assert result.returncode == 0, result.stderr
+    parity = ModelRepository(repository).get("vanilla").config["parity"]
+    assert str(workplace / "mnist.npz") in parity["data_source"]

@@ -56,6 +56,21 @@ def test_no_data_anywhere_is_exit_2_naming_the_three_ways(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_a_trained_model_is_not_replaced_without_overwrite(tmp_path):
+    """'aeq train conv --data FASHION' silently replaced trained/conv (issue 11)."""
+    folder = tmp_path / "out" / "conv"
+    folder.mkdir(parents=True)
+    (folder / "model.keras").write_bytes(b"earlier")
+    (folder / "record.json").write_text('{"data_source": "IDX folder /data/fashion"}')
+    result = run_aeq(["all", "--out", str(tmp_path / "out"), "--data", str(tmp_path)], tmp_path)
+    assert result.returncode == 2, result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if line.strip()]
+    assert "already holds a trained conv (trained on IDX folder /data/fashion)" in line
+    assert "--overwrite" in line and "Traceback" not in result.stderr
+    assert (folder / "model.keras").read_bytes() == b"earlier"
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["conv"]
+
+
 def test_missing_data_path_is_exit_2(tmp_path):
     result = run_aeq(["conv", "--data", str(tmp_path / "nowhere")], tmp_path)
     assert result.returncode == 2
