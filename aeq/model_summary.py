@@ -18,6 +18,8 @@ class ModelSummary:
         latest: the highest version.
         code_dim: length of the flat code vector.
         test_mse: test MSE from the training record (``None`` if not recorded).
+        trained_on: the training data, as the training record names it (``None`` if not
+            recorded): a model trained on other data is told apart at a glance.
         parity_max_abs_diff: largest parity difference over the three graphs.
         size_bytes: total size of the latest version's files.
         opset: ONNX opset of the graphs.
@@ -30,6 +32,7 @@ class ModelSummary:
     latest: int
     code_dim: int
     test_mse: float | None
+    trained_on: str | None
     parity_max_abs_diff: float | None
     size_bytes: int
     opset: int | None
@@ -48,7 +51,8 @@ def summarize(repository: ModelRepository) -> list[ModelSummary]:
 
 def _summary(repository: ModelRepository, latest: ModelVersion) -> ModelSummary:
     config = latest.config
-    test_mse = config.get("training", {}).get("test_mse")
+    training = config.get("training", {})
+    test_mse = training.get("test_mse")
     diffs = [
         float(entry["parity_max_abs_diff"])
         for entry in config["graphs"].values()
@@ -60,6 +64,7 @@ def _summary(repository: ModelRepository, latest: ModelVersion) -> ModelSummary:
         latest=latest.version,
         code_dim=latest.code_dim,
         test_mse=None if test_mse is None else float(test_mse),
+        trained_on=training.get("data_source"),
         parity_max_abs_diff=max(diffs) if diffs else None,
         size_bytes=sum(entry.stat().st_size for entry in latest.path.iterdir() if entry.is_file()),
         opset=config.get("opset"),

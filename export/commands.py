@@ -196,7 +196,8 @@ def models_command(
     repository: RepositoryOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """List the published models: versions, latest, code size, test MSE, parity error, size."""
+    """List the published models: versions, latest, code size, test MSE, training data, parity
+    error, size."""
     settings: Settings = load_settings().with_overrides(model_repository=repository)
     if not settings.model_repository.is_dir():
         raise UsageError(
@@ -218,8 +219,18 @@ def models_command(
 
 def _models_table(summaries: list[ModelSummary]) -> Table:
     table = Table(title="published models")
-    for column in ("model", "versions", "latest", "code dim", "test MSE", "parity error", "size"):
-        table.add_column(column, justify="left" if column == "model" else "right")
+    columns = (
+        "model",
+        "versions",
+        "latest",
+        "code dim",
+        "test MSE",
+        "data",
+        "parity error",
+        "size",
+    )
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("model", "data") else "right")
     for item in summaries:
         table.add_row(
             item.model,
@@ -227,10 +238,22 @@ def _models_table(summaries: list[ModelSummary]) -> Table:
             str(item.latest),
             str(item.code_dim),
             "-" if item.test_mse is None else f"{item.test_mse:.4f}",
+            _short_source(item.trained_on),
             "-" if item.parity_max_abs_diff is None else f"{item.parity_max_abs_diff:.2g}",
             _kb(item.size_bytes),
         )
     return table
+
+
+def _short_source(source: str | None) -> str:
+    """A training record's data source as the table shows it: the file or folder name, and the
+    digits where only some were kept ('IDX folder /x/fashion' -> 'fashion', 'IDX folder /x/mnist,
+    digits 0-8 only' -> 'mnist 0-8'); ``--json`` has it whole."""
+    if not source:
+        return "-"
+    where, _, digits = source.partition(", ")
+    kept = digits.removeprefix("digits ").removesuffix(" only")
+    return " ".join(part for part in (Path(where.split()[-1]).name, kept) if part)
 
 
 def _kb(size: int) -> str:

@@ -21,7 +21,7 @@ TIMEOUT_S = 120
 PARITY = {"autoencoder": 1.5e-7, "encoder": 9.5e-7, "decoder": 2.0e-7}
 
 
-def fake_config(code_dim: int, test_mse: float) -> dict:
+def fake_config(code_dim: int, test_mse: float, data_source: str | None = None) -> dict:
     tensor = {"name": "image", "dtype": "float32", "dims": [-1, 784]}
     return {
         "graphs": {
@@ -35,18 +35,21 @@ def fake_config(code_dim: int, test_mse: float) -> dict:
         },
         "code_dim": code_dim,
         "opset": 17,
-        "training": {"test_mse": test_mse, "collapsed": False},
+        "training": {"test_mse": test_mse, "collapsed": False}
+        | ({"data_source": data_source} if data_source else {}),
     }
 
 
-def publish_fake(repository: ModelRepository, model: str, code_dim: int, test_mse: float, size=1):
+def publish_fake(
+    repository: ModelRepository, model: str, code_dim: int, test_mse: float, size=1, data=None
+):
     source = repository.root.parent / "source"
     source.mkdir(exist_ok=True)
     files = {}
     for graph in Graph:
         files[f"{graph.value}.onnx"] = path = source / f"{graph.value}.onnx"
         path.write_bytes(b"x" * size)
-    return repository.publish(model, files, fake_config(code_dim, test_mse))
+    return repository.publish(model, files, fake_config(code_dim, test_mse, data))
 
 
 @pytest.fixture
@@ -54,7 +57,7 @@ def repository(tmp_path):
     repository = ModelRepository(tmp_path / "repository")
     publish_fake(repository, "vanilla", 64, 0.0123)
     publish_fake(repository, "vanilla", 64, 0.0089, size=10_000)
-    publish_fake(repository, "conv", 128, 0.0071)
+    publish_fake(repository, "conv", 128, 0.0071, data="IDX folder /data/fashion")
     return repository
 
 
@@ -69,9 +72,11 @@ def test_table_shows_versions_latest_code_dim_mse_parity_and_size(repository):
     assert set(rows) == {"conv", "vanilla"}
     vanilla = [cell.strip() for cell in rows["vanilla"].split("│")[1:-1]]
     size_kb = sum(p.stat().st_size for p in repository.get("vanilla").path.iterdir()) / 1024
-    assert vanilla == ["vanilla", "1, 2", "2", "64", "0.0089", "9.5e-07", f"{size_kb:.1f} KB"]
+    assert vanilla == [
+        "vanilla", "1, 2", "2", "64", "0.0089", "-", "9.5e-07", f"{size_kb:.1f} KB"
+    ]  # fmt: skip
     conv = [cell.strip() for cell in rows["conv"].split("│")[1:-1]]
-    assert conv[:5] == ["conv", "1", "1", "128", "0.0071"]
+    assert conv[:6] == ["conv", "1", "1", "128", "0.0071", "fashion"]
 
 
 def test_json_lists_every_model_for_scripts(repository):
@@ -83,7 +88,8 @@ def test_json_lists_every_model_for_scripts(repository):
     assert vanilla["versions"] == [1, 2] and vanilla["latest"] == 2
     assert vanilla["code_dim"] == 64 and vanilla["test_mse"] == 0.0089
     assert vanilla["parity_max_abs_diff"] == max(PARITY.values())
-    assert vanilla["opset"] == 17
+    assert vanilla["opset"] == 17 and vanilla["trained_on"] is None
+    assert listed["conv"]["trained_on"] == "IDX folder /data/fashion"
     assert Path(vanilla["path"]) == repository.root / "vanilla" / "2"
     assert vanilla["size_bytes"] > 3 * 10_000
 
