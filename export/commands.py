@@ -21,7 +21,7 @@ from aeq.core.options import JsonOption, RepositoryOption
 from aeq.core.settings import Settings, load_settings
 from aeq.model_summary import ModelSummary, summarize
 from aeq.repository import ModelRepository
-from export.trained import find_trained, refuse_collapsed, trained_models
+from export.trained import find_trained, refuse_collapsed, refuse_other_data, trained_models
 from export.validate import load_parity_images
 from training.tensorflow_logs import import_tensorflow_quietly
 
@@ -59,13 +59,22 @@ def export_command(
     from_dir: FromOption = None,
     repository: RepositoryOption = None,
     data: DataOption = None,
+    other_data: Annotated[
+        bool,
+        typer.Option(
+            "--other-data",
+            help="Publish a model trained on other data than the latest version of its name as "
+            "its next version anyway.",
+        ),
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Convert trained models to ONNX, check parity with Keras, publish the next version."""
     settings = load_settings().with_overrides(training_dir=from_dir, model_repository=repository)
     names = _models_to_export(model, settings.training_dir)
     # Missing and collapsed models are refused before TensorFlow and the data are loaded.
-    failures = _refused(names, settings.training_dir, raise_first=model != ALL_MODELS)
+    target = None if other_data else ModelRepository(settings.model_repository)
+    failures = _refused(names, settings.training_dir, target, raise_first=model != ALL_MODELS)
     ready = [name for name in names if name not in failures]
     results: list[ExportResult] = []
     if ready:
@@ -97,12 +106,18 @@ def _models_to_export(model: str, training_dir: Path) -> list[str]:
     return names
 
 
-def _refused(names: list[str], training_dir: Path, raise_first: bool) -> list[str]:
-    """Names whose trained model is unusable or collapsed (each reported on stderr)."""
+def _refused(
+    names: list[str], training_dir: Path, target: ModelRepository | None, raise_first: bool
+) -> list[str]:
+    """Names whose trained model is unusable, collapsed, or (``target`` given) trained on other
+    data than the latest version of its name there (each reported on stderr)."""
     refused = []
     for name in names:
         try:
-            refuse_collapsed(find_trained(training_dir, name))
+            trained = find_trained(training_dir, name)
+            refuse_collapsed(trained)
+            if target is not None:
+                refuse_other_data(trained, target)
         except AeqError as error:
             if raise_first:
                 raise

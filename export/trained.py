@@ -6,7 +6,8 @@
 The folder's layout and the record's reading are ``training.record``'s (training writes them);
 this module adds what export asks of them.
 
-The export command uses this to refuse a missing or collapsed model before it loads TensorFlow.
+The export command uses this to refuse a missing or collapsed model, or one trained on other data
+than the published versions of its name, before it loads TensorFlow.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from aeq.core.catalog import MODELS, ModelSpec, model_spec
-from aeq.core.errors import CollapsedModelError, InputError, ModelNotFoundError
+from aeq.core.errors import CollapsedModelError, InputError, ModelNotFoundError, UsageError
+from aeq.repository import ModelRepository
 from training.record import MODEL_FILE, RECORD_FILE, read_record_data
 
 
@@ -70,4 +72,22 @@ def refuse_collapsed(trained: TrainedModel) -> None:
         raise CollapsedModelError(
             f"{trained.spec.name} collapsed in training (test MSE {shown}, no better than the "
             "mean image); retrain it before exporting, nothing published"
+        )
+
+
+def refuse_other_data(trained: TrainedModel, repository: ModelRepository) -> None:
+    """Raise ``UsageError`` if ``repository``'s latest version of the model was trained on other
+    data: a conv trained on Fashion-MNIST silently became conv@2, and the commands that take the
+    latest version switched to it (records without a data fingerprint are not compared)."""
+    name = trained.spec.name
+    if not repository.versions(name):
+        return
+    latest = repository.get(name)
+    before = latest.config.get("training", {})
+    old, new = before.get("data_fingerprint"), trained.record.get("data_fingerprint")
+    if old and new and old != new:
+        raise UsageError(
+            f"{latest.label} in {repository.root} was trained on {before.get('data_source')}, "
+            f"this {name} on {trained.record.get('data_source')}: export it into another "
+            f"repository (--repository), or pass --other-data to publish it as the next {name}"
         )

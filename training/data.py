@@ -22,6 +22,7 @@ Example::
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -58,6 +59,9 @@ class MnistData:
         source: one line naming the source, e.g. ``"IDX folder /x/mnist"``.
         path: the folder or file it was read from, absolute ("" for a download), recorded with
             a trained model so ``aeq export`` checks parity on the same data.
+        fingerprint: which data this is, whatever path it came by: a hash of the source's test
+            images (and of the digits kept, if only some are): ``aeq export`` refuses to make a
+            model trained on other data a new version of one already published.
     """
 
     train_images: np.ndarray
@@ -66,6 +70,7 @@ class MnistData:
     test_labels: np.ndarray
     source: str
     path: str = ""
+    fingerprint: str = ""
 
     def limited(self, train_limit: int | None) -> MnistData:
         """Keep only the first ``train_limit`` training images (all of them for ``None``)."""
@@ -104,6 +109,7 @@ class MnistData:
             test_images=self.test_images[test],
             test_labels=self.test_labels[test],
             source=f"{self.source}, digits {digits_text(chosen)} only",
+            fingerprint=_fingerprint(self.fingerprint.encode(), digits_text(chosen).encode()),
         )
 
 
@@ -239,7 +245,15 @@ def _checked(arrays: list[tuple[np.ndarray, Path]], source: str) -> MnistData:
     test_images = _images(test_x, test_x_path)
     train_labels = _labels(train_y, train_y_path, len(train_images))
     test_labels = _labels(test_y, test_y_path, len(test_images))
-    return MnistData(train_images, train_labels, test_images, test_labels, source)
+    fingerprint = _fingerprint(test_images.tobytes())
+    return MnistData(train_images, train_labels, test_images, test_labels, source, "", fingerprint)
+
+
+def _fingerprint(*parts: bytes) -> str:
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part)
+    return digest.hexdigest()[:16]
 
 
 def _images(array: np.ndarray, path: Path) -> np.ndarray:

@@ -75,6 +75,8 @@ class TrainingRecord:
     kernels: dict[str, str] = field(default_factory=dict)
     # Where the training data was read from ("" for a download; older records lack it).
     data_path: str = ""
+    # Which data it was (training.data.MnistData.fingerprint; "" in older records).
+    data_fingerprint: str = ""
 
     def to_json(self) -> str:
         """The record as indented, strict JSON text (a NaN or infinite number becomes null)."""

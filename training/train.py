@@ -244,6 +244,7 @@ def make_record(
         **measure(spec, config, arrays, model),
         data_source=data.source,
         data_path=data.path,
+        data_fingerprint=data.fingerprint,
         train_images=len(arrays.train),
         validation_images=len(arrays.validation_targets),
         test_images=len(arrays.test_targets),

@@ -98,6 +98,19 @@ def test_keras_style_npz(tmp_path):
     assert loaded.source == f"mnist.npz {path}"
 
 
+def test_the_same_data_by_any_path_has_one_fingerprint_and_other_data_another(tmp_path):
+    """What 'aeq export' compares before making a model the next version of a published one."""
+    arrays = _arrays()
+    by_idx = load_mnist(write_idx_folder(tmp_path / "mnist", arrays), Settings())
+    by_npz = load_mnist(write_npz(tmp_path / "mnist.npz", arrays), Settings())
+    other = load_mnist(write_npz(tmp_path / "other.npz", _arrays(seed=1)), Settings())
+    assert by_idx.path == str((tmp_path / "mnist").resolve())
+    assert by_idx.fingerprint == by_npz.fingerprint != other.fingerprint
+    assert by_npz.limited(10).fingerprint == by_npz.fingerprint  # a quick run, the same data
+    some_digits = by_npz.with_digits([0, 1, 2, 3, 4, 5, 6, 7, 8])
+    assert some_digits.fingerprint not in ("", by_npz.fingerprint)
+
+
 def test_folder_holding_an_npz(tmp_path):
     arrays = _arrays()
     write_npz(tmp_path / "data" / "mnist.npz", arrays)

@@ -128,3 +128,34 @@ def test_parity_is_checked_on_the_data_the_training_record_names(workplace, tmp_
     assert result.returncode == 0, result.stderr
     parity = ModelRepository(repository).get("vanilla").config["parity"]
     assert str(workplace / "mnist.npz") in parity["data_source"]
+
+
+def test_a_model_trained_on_other_data_is_not_made_the_next_version_unasked(workplace, tmp_path):
+    """A conv retrained on Fashion-MNIST became conv@2 and every command that takes the latest
+    version switched to it without a word (issue 11)."""
+    import shutil
+
+    trained = tmp_path / "trained"
+    shutil.copytree(workplace / "trained" / "vanilla", trained / "vanilla")
+    record_path = trained / "vanilla" / "record.json"
+
+    def trained_on(source: str, fingerprint: str) -> None:
+        record = json.loads(record_path.read_text())
+        record |= {"data_source": source, "data_fingerprint": fingerprint}
+        record_path.write_text(json.dumps(record))
+
+    repository = tmp_path / "repository"
+    export = ("export", "vanilla", "--from", str(trained), "--repository", str(repository))
+    export += ("--data", str(workplace / "mnist.npz"))
+    trained_on("IDX folder /x/mnist", "aaaa")
+    assert run_aeq(*export).returncode == 0
+    trained_on("IDX folder /x/fashion", "bbbb")
+    refused = run_aeq(*export)
+    assert refused.returncode == 2, refused.stderr
+    (line,) = [line for line in refused.stderr.splitlines() if line.strip()]
+    assert "vanilla@1" in line and "was trained on IDX folder /x/mnist" in line, line
+    assert "this vanilla on IDX folder /x/fashion" in line and "--other-data" in line, line
+    assert ModelRepository(repository).versions("vanilla") == [1]
+    assert run_aeq(*export, "--other-data").returncode == 0
+    assert run_aeq(*export).returncode == 0  # the same data as the latest version now
+    assert ModelRepository(repository).versions("vanilla") == [1, 2, 3]

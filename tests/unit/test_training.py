@@ -149,6 +149,7 @@ def test_same_seed_and_kernel_path_give_the_same_weights_for_every_architecture(
         assert first.kernels["onednn"] == "on"  # aeq turns oneDNN on wherever TensorFlow does not
         assert first.test_mse == again.test_mse, name
         assert first.data_path == str(data.resolve())  # where 'aeq export' checks parity
+        assert first.data_fingerprint == again.data_fingerprint != ""
         weights = [_model_weights(tmp_path / run / name) for run in ("first", "again")]
         assert all(np.array_equal(x, y) for x, y in zip(*weights, strict=True)), name
 
