@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from aeq.core.catalog import MODELS
 from aeq.repository import ModelRepository, ModelVersion
 
 
@@ -14,6 +15,8 @@ class ModelSummary:
 
     Attributes:
         model: the model's name.
+        architecture: which of the catalogue's architectures it is (``None`` where its
+            ``config.json`` predates the record of it and its name is not one of the five).
         versions: every published version, ascending.
         latest: the highest version.
         code_dim: length of the flat code vector.
@@ -28,6 +31,7 @@ class ModelSummary:
     """
 
     model: str
+    architecture: str | None
     versions: list[int]
     latest: int
     code_dim: int
@@ -60,6 +64,8 @@ def _summary(repository: ModelRepository, latest: ModelVersion) -> ModelSummary:
     ]
     return ModelSummary(
         model=latest.model,
+        architecture=config.get("architecture")
+        or (latest.model if latest.model in MODELS else None),
         versions=repository.versions(latest.model),
         latest=latest.version,
         code_dim=latest.code_dim,

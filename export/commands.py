@@ -55,7 +55,13 @@ def register(app: typer.Typer) -> None:
 
 
 def export_command(
-    model: Annotated[str, typer.Argument(help=f"One of {', '.join(MODELS)}, or 'all'.")],
+    model: Annotated[
+        str,
+        typer.Argument(
+            help=f"A trained model's name ({', '.join(MODELS)}, or one given with 'aeq train "
+            "--name'), or 'all'."
+        ),
+    ],
     from_dir: FromOption = None,
     repository: RepositoryOption = None,
     data: DataOption = None,
@@ -90,11 +96,7 @@ def export_command(
 
 def _models_to_export(model: str, training_dir: Path) -> list[str]:
     if model != ALL_MODELS:
-        if model not in MODELS:
-            raise ModelNotFoundError(
-                f"unknown model {model!r}; choose one of: {', '.join(MODELS)}, or 'all'"
-            )
-        return [model]
+        return [model]  # find_trained says what is wrong with it, before TensorFlow loads
     names = trained_models(training_dir)
     if not names:
         raise ModelNotFoundError(

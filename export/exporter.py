@@ -159,6 +159,7 @@ def version_config(
             }
             for graph, converted in graphs.items()
         },
+        "architecture": spec.name,
         "code_dim": spec.code_dim,
         "code_dims": list(spec.code_dims),
         "input_dims": list(spec.input_dims),

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aeq.core.catalog import MODELS, ModelSpec, model_spec
+from aeq.core.catalog import MODEL_NAME, MODELS, ModelSpec, check_model_name, model_spec
 from aeq.core.errors import CollapsedModelError, InputError, ModelNotFoundError, UsageError
 from aeq.repository import ModelRepository
 from training.record import MODEL_FILE, RECORD_FILE, read_record_data
@@ -25,8 +25,14 @@ from training.record import MODEL_FILE, RECORD_FILE, read_record_data
 
 @dataclass(frozen=True)
 class TrainedModel:
-    """A model as ``aeq train`` left it: the Keras file and its training record."""
+    """A model as ``aeq train`` left it: the Keras file and its training record.
 
+    Attributes:
+        name: the name it is published under (its folder's; ``aeq train ARCH --name NAME``).
+        spec: its architecture.
+    """
+
+    name: str
     spec: ModelSpec
     folder: Path
     record: Mapping[str, Any]
@@ -38,30 +44,40 @@ class TrainedModel:
 
 
 def trained_models(training_dir: Path) -> list[str]:
-    """Catalogued models that have a ``model.keras`` under ``training_dir``, in catalogue order."""
-    return [name for name in MODELS if (Path(training_dir) / name / MODEL_FILE).is_file()]
+    """The models that have a ``model.keras`` under ``training_dir``: the catalogued ones in
+    catalogue order, then those trained under names of their own, sorted."""
+    folder = Path(training_dir)
+    found = sorted(
+        entry.name
+        for entry in (folder.iterdir() if folder.is_dir() else [])
+        if (entry / MODEL_FILE).is_file() and MODEL_NAME.fullmatch(entry.name)
+    )
+    return [name for name in MODELS if name in found] + [n for n in found if n not in MODELS]
 
 
 def find_trained(training_dir: Path, name: str) -> TrainedModel:
     """Locate a trained model and read its record.
 
     Raises:
-        ModelNotFoundError: unknown model name, or no ``model.keras`` for it.
+        UsageError: not a model name.
+        ModelNotFoundError: no ``model.keras`` for it, or its record names no architecture.
         InputError: the record is missing, unreadable or lacks the ``collapsed`` verdict.
     """
-    spec = model_spec(name)
+    check_model_name(name)
     folder = Path(training_dir) / name
     if not (folder / MODEL_FILE).is_file():
+        how = f"aeq train {name}" if name in MODELS else f"aeq train ARCHITECTURE --name {name}"
         raise ModelNotFoundError(
-            f"no trained {name} model at {folder / MODEL_FILE}; run 'aeq train {name}' "
+            f"no trained {name} model at {folder / MODEL_FILE}; run '{how}' "
             "or point --from / AEQ_TRAINING_DIR at the folder it wrote"
         )
     record = read_record_data(folder)
+    spec = model_spec(str(record.get("model") or name))  # the architecture
     if not isinstance(record.get("collapsed"), bool):
         raise InputError(
             f"{folder / RECORD_FILE} has no 'collapsed' verdict; cannot tell whether {name} trained"
         )
-    return TrainedModel(spec, folder, record)
+    return TrainedModel(name, spec, folder, record)
 
 
 def refuse_collapsed(trained: TrainedModel) -> None:
@@ -70,7 +86,7 @@ def refuse_collapsed(trained: TrainedModel) -> None:
         mse = trained.record.get("test_mse")
         shown = f"{mse:.4g}" if isinstance(mse, int | float) else "not recorded"
         raise CollapsedModelError(
-            f"{trained.spec.name} collapsed in training (test MSE {shown}, no better than the "
+            f"{trained.name} collapsed in training (test MSE {shown}, no better than the "
             "mean image); retrain it before exporting, nothing published"
         )
 
@@ -79,7 +95,7 @@ def refuse_other_data(trained: TrainedModel, repository: ModelRepository) -> Non
     """Raise ``UsageError`` if ``repository``'s latest version of the model was trained on other
     data: a conv trained on Fashion-MNIST silently became conv@2, and the commands that take the
     latest version switched to it (records without a data fingerprint are not compared)."""
-    name = trained.spec.name
+    name = trained.name
     if not repository.versions(name):
         return
     latest = repository.get(name)

@@ -19,7 +19,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from aeq.core.catalog import MODELS, model_spec
+from aeq.core.catalog import MODELS, check_model_name, model_spec
 from aeq.core.errors import AeqError, CollapsedModelError, OutputExistsError, UsageError
 from aeq.core.options import JsonOption
 from aeq.core.settings import load_settings
@@ -78,6 +78,14 @@ def train(
             show_default=False,
         ),
     ] = None,
+    name: Annotated[
+        str | None,
+        typer.Option(
+            help="The name to train (and export and serve) the model under, e.g. conv-fashion "
+            "(default: the architecture's; one architecture at a time).",
+            show_default=False,
+        ),
+    ] = None,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace models already trained in --out.")
     ] = False,
@@ -86,9 +94,13 @@ def train(
     """Train the article's autoencoders on MNIST; write model.keras and record.json for each."""
     settings = load_settings()
     names = model_names(model)
+    if name is not None:
+        if model == ALL_MODELS:
+            raise UsageError("--name names one model: give one architecture, not 'all'")
+        check_model_name(name, names[0])
     out_dir = out if out is not None else settings.training_dir
     if not overwrite:
-        refuse_trained(out_dir, names)
+        refuse_trained(out_dir, [name] if name else names)
     options = {"epochs": epochs, "batch_size": batch_size, "seed": seed, "train_limit": limit}
     try:
         configs = {name: recipe(recipe_name, model=name, **options) for name in names}
@@ -103,7 +115,7 @@ def train(
     progress = _stderr if as_json else _stdout
     progress.print(f"data: {mnist.source} ({len(mnist.train_images)} training images)")
     with redirect_stdout(sys.stderr if as_json else sys.stdout):
-        records = train_all(configs, mnist, out_dir, progress)
+        records = train_all(configs, mnist, out_dir, progress, model_name=name)
     if as_json:
         print(json.dumps(training_json(records, out_dir), indent=2))
     else:
@@ -141,21 +153,27 @@ def model_names(model: str) -> list[str]:
 
 
 def train_all(
-    configs: dict[str, TrainingConfig], mnist: MnistData, out_dir: Path, progress: Console = _stdout
+    configs: dict[str, TrainingConfig],
+    mnist: MnistData,
+    out_dir: Path,
+    progress: Console = _stdout,
+    model_name: str | None = None,
 ) -> list[TrainingRecord]:
-    """Train each model in turn, printing Keras' per-epoch lines and a warning per collapse."""
+    """Train each architecture in turn (one of them under ``model_name`` if given), printing
+    Keras' per-epoch lines and a warning per collapse."""
     import_tensorflow_quietly()
     from training.train import train_model
 
     records = []
-    for name, config in configs.items():
+    for architecture, config in configs.items():
+        name = model_name or architecture
         progress.print(
             f"[bold]{name}[/]: recipe {config.recipe} ({config.loss}, batch {config.batch_size}, "
             f"learning rate {config.learning_rate:g} {config.schedule}, "
             f"at most {config.epochs} epochs, seed {config.seed})"
         )
         started = time.monotonic()
-        record = train_model(name, config, mnist, out_dir)
+        record = train_model(architecture, config, mnist, out_dir, model_name=name)
         records.append(record)
         if record.collapsed:
             _stderr.print(
@@ -173,7 +191,7 @@ def training_json(records: list[TrainingRecord], out_dir: Path) -> dict[str, Any
     return {
         "trained_into": str(out_dir),
         "models": [
-            {"path": str(out_dir / record.model), **json.loads(record.to_json())}
+            {"path": str(out_dir / record.name), **json.loads(record.to_json())}
             for record in records
         ],
     }
@@ -189,7 +207,7 @@ def summary_table(records: list[TrainingRecord], out_dir: Path) -> Table:
         table.add_column(column, justify="left" if column in ("model", "status") else "right")
     for record in records:
         table.add_row(
-            record.model,
+            record.name,
             str(record.epochs_run),
             str(record.best_epoch),
             f"{record.duration_s:.0f}",
@@ -203,7 +221,7 @@ def summary_table(records: list[TrainingRecord], out_dir: Path) -> Table:
 
 def collapse_message(collapsed: list[TrainingRecord]) -> str:
     """The one-line error for collapsed models."""
-    names = ", ".join(record.model for record in collapsed)
+    names = ", ".join(record.name for record in collapsed)
     return (
         f"{names} collapsed (validation MSE no better than predicting the mean image); "
         "the record says so and aeq export will refuse it: "

@@ -29,7 +29,7 @@ class TrainingRecord:
     """Everything known about one trained model (the contents of ``record.json``).
 
     Attributes:
-        model: the catalogue name (``vanilla`` ... ``denoising``).
+        model: the architecture, a catalogue name (``vanilla`` ... ``denoising``).
         recipe: ``{"name": recipe name, <every hyperparameter of TrainingConfig>}``.
         epochs_run: epochs actually run; ``stopped_early`` is true when early stopping ended them.
         best_epoch: 1-based epoch whose weights were kept (the last one without early stopping).
@@ -77,6 +77,13 @@ class TrainingRecord:
     data_path: str = ""
     # Which data it was (training.data.MnistData.fingerprint; "" in older records).
     data_fingerprint: str = ""
+    # The name it is exported under ('aeq train ARCH --name NAME'); "" in older records: ``model``,
+    # the architecture's own.
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.name:  # frozen: the default is set the one way a frozen dataclass allows
+            object.__setattr__(self, "name", self.model)
 
     def to_json(self) -> str:
         """The record as indented, strict JSON text (a NaN or infinite number becomes null)."""

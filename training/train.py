@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -44,16 +45,22 @@ BIAS_CLIP = 1e-3
 
 
 def train_model(
-    name: str, config: TrainingConfig, data: MnistData, out_dir: Path, verbose: int = 2
+    name: str,
+    config: TrainingConfig,
+    data: MnistData,
+    out_dir: Path,
+    verbose: int = 2,
+    model_name: str | None = None,
 ) -> TrainingRecord:
-    """Train model ``name`` with ``config`` on ``data``; write and return its record.
+    """Train architecture ``name`` with ``config`` on ``data``; write and return its record.
 
     Args:
-        name: a model of ``aeq.core.catalog.MODELS``.
+        name: an architecture of ``aeq.core.catalog.MODELS``.
         config: the hyperparameters (``training.recipe.recipe(...)``).
         data: MNIST (``training.data.load_mnist``).
-        out_dir: the model goes to ``out_dir/name/`` (``model.keras`` + ``record.json``).
+        out_dir: the model goes to ``out_dir/<model_name>/`` (``model.keras`` + ``record.json``).
         verbose: Keras' fit verbosity (2 = one line per epoch, 0 = silent).
+        model_name: the name it is exported under (default: the architecture's, ``name``).
 
     Raises:
         ModelNotFoundError: unknown model name.
@@ -73,7 +80,8 @@ def train_model(
     if first_epoch >= config.epochs:  # the starts used every epoch: no early stopping ran
         early_stopping = None
     record = make_record(spec, config, data, arrays, model, history, early_stopping, started)
-    write_trained(out_dir / name, model.save, record)
+    record = replace(record, name=model_name or name)
+    write_trained(out_dir / record.name, model.save, record)
     return record
 
 

@@ -111,8 +111,11 @@ def _signature(spec: ModelSpec, graph: Graph) -> dict[str, object]:
     return {"inputs": [image], "outputs": [output]}
 
 
-def publish_tiny(repository: ModelRepository, name: str, seed: int = 0) -> ModelVersion:
-    """Publish the tiny graphs of model ``name`` as its next version."""
+def publish_tiny(
+    repository: ModelRepository, name: str, seed: int = 0, published_as: str | None = None
+) -> ModelVersion:
+    """Publish the tiny graphs of model ``name`` as the next version of ``published_as``
+    (default: ``name``)."""
     spec = MODELS[name]
     folder = repository.root.parent / f".build-{name}-{seed}"
     folder.mkdir(parents=True, exist_ok=True)
@@ -129,8 +132,9 @@ def publish_tiny(repository: ModelRepository, name: str, seed: int = 0) -> Model
         "input_dims": list(spec.input_dims),
         "opset": OPSET,
         "tiny_test_model_seed": seed,
+        "architecture": name,
     }
-    return repository.publish(name, files, config)
+    return repository.publish(published_as or name, files, config)
 
 
 def tiny_repository(root: Path, seed: int = 0) -> ModelRepository:

@@ -305,10 +305,9 @@ def _image_inputs(
 
 
 def _resolve(settings: Settings, model: str, version: int | None) -> ModelVersion:
-    from aeq.core.catalog import model_spec
+    from aeq.client.submissions import resolve
 
-    model_spec(model)
-    return ModelRepository(settings.model_repository).get(model, version)
+    return resolve(settings, model, version)
 
 
 def _run(

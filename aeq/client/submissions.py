@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from aeq.client.client import Submission
-from aeq.core.catalog import PIXELS_PER_IMAGE, Operation, model_spec
+from aeq.core.catalog import PIXELS_PER_IMAGE, Operation, check_model_name
 from aeq.core.errors import InputError, UsageError
 from aeq.core.settings import Settings
 from aeq.files.inputs import CodeSource, ImageSource, open_codes, open_images
@@ -93,9 +93,10 @@ def resolve(settings: Settings, model: str, version: int | None) -> ModelVersion
     """The published version of ``model`` to run (default: the latest).
 
     Raises:
-        ModelNotFoundError: not a catalogued model, or not (at that version) in the repository.
+        UsageError: not a model name.
+        ModelNotFoundError: not (at that version) in the repository.
     """
-    model_spec(model)
+    check_model_name(model)
     return ModelRepository(settings.model_repository).get(model, version)
 
 

@@ -6,6 +6,7 @@ Keras builders live in ``training.architectures`` under the same names.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -118,3 +119,33 @@ def model_spec(name: str) -> ModelSpec:
         raise ModelNotFoundError(
             f"unknown model {name!r}; choose one of: {', '.join(MODELS)}"
         ) from None
+
+
+# A published model's name: one of the five defaults', or one its user chose ('aeq train conv
+# --name conv-fashion'). It names a folder of the model repository and travels in every chunk
+# message, so it is a plain, portable file name.
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+def check_model_name(name: str, architecture: str | None = None) -> str:
+    """``name`` if a model may be published under it (by a model of ``architecture``, if given).
+
+    The five defaults' names stay theirs: ``conv`` is always a conv net.
+
+    Raises:
+        UsageError: not a plain name of 1-64 letters, digits, ``_.-``, or one of the five
+            defaults' names taken by another architecture.
+    """
+    from aeq.core.errors import UsageError
+
+    if not isinstance(name, str) or not MODEL_NAME.fullmatch(name):
+        raise UsageError(
+            f"model name {name!r}: use 1-64 letters, digits, '_', '.' or '-', starting with a "
+            "letter or digit"
+        )
+    if architecture is not None and name in MODELS and name != architecture:
+        raise UsageError(
+            f"{name!r} is the name of the default {name} model; give the {architecture} model "
+            "a name of its own"
+        )
+    return name

@@ -20,7 +20,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from aeq.core.catalog import IMAGE_SIDE, MODELS, PIXELS_PER_IMAGE, SCORE_METRICS, Operation
+from aeq.core.catalog import (
+    IMAGE_SIDE,
+    MODEL_NAME,
+    MODELS,
+    PIXELS_PER_IMAGE,
+    SCORE_METRICS,
+    Operation,
+)
 from aeq.core.errors import PayloadError
 
 if TYPE_CHECKING:  # NumPy loads with the first array: the job commands' '-h' does without
@@ -130,7 +137,9 @@ class ChunkMessage:
             dtype=str(data["dtype"]),
             shape=_shape(data["shape"]),
         )
-        message.check_layout(MODELS[message.model].code_dim)
+        default = MODELS.get(message.model)
+        if default is not None:  # another name's code size is its published version's
+            message.check_layout(default.code_dim)
         return message
 
     def check_layout(self, code_dim: int) -> None:
@@ -213,8 +222,9 @@ def _operation(value: Any) -> Operation:
 
 
 def _model(value: Any) -> str:
-    if not isinstance(value, str) or value not in MODELS:
-        raise PayloadError(f"unknown model {value!r}; known: {', '.join(MODELS)}")
+    # Any published name (the worker's repository says whether it exists); never a path.
+    if not isinstance(value, str) or not MODEL_NAME.fullmatch(value):
+        raise PayloadError(f"model {value!r} is not a model name")
     return value
 
 

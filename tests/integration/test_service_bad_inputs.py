@@ -114,7 +114,8 @@ def test_wrong_size_is_accepted_with_resize(service, tmp_path):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--model", "resnet"], "unknown model 'resnet'"),
+        (["--model", "resnet"], "model 'resnet' is not in"),
+        (["--model", "../denoising"], "model name '../denoising'"),
         (["--version", "99"], "denoising has no version 99"),
     ],
 )

@@ -215,7 +215,7 @@ def test_poison_messages_fail_cleanly_and_the_worker_keeps_serving(
         for c in range(3)
     ]
     messages[0]["shape"] = [10, 784]  # wrong shape
-    messages[2]["model"] = "resnet"  # unknown model
+    messages[2]["model"] = "../resnet"  # not a model name
     marker = str(tmp_path / "unpickled")
     celery = make_app(load_settings({"AEQ_BROKER_URL": service.url}))
 
@@ -232,7 +232,7 @@ def test_poison_messages_fail_cleanly_and_the_worker_keeps_serving(
     reasons = {c: s.reason for c, s in store.statuses(job).items()}
     assert "takes shape (10, 28, 28)" in reasons[0]
     assert "holds 77 bytes" in reasons[1]
-    assert "unknown model 'resnet'" in reasons[2]
+    assert "model '../resnet' is not a model name" in reasons[2]
     assert store.get(job).state.value == "failed"
     wait_for(lambda: "pickle" in worker.text(), what="the pickle refusal in the log")
     assert not os.path.exists(marker)

@@ -94,7 +94,8 @@ def test_a_collapsed_model_fails_with_one_line_and_publishes_nothing(workplace, 
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (("export", "resnet"), "error: unknown model 'resnet'; choose one of: vanilla"),
+        (("export", "resnet"), "error: no trained resnet model at"),
+        (("export", "../x"), "error: model name '../x': use 1-64 letters"),
         (("export", "conv"), "error: no trained conv model at"),
         (("export", "all"), "error: no trained models in"),
         (

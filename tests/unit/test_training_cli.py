@@ -6,6 +6,7 @@ message are what users see). The collapse path stubs the training itself, so it 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -110,7 +111,7 @@ def _stub_record(name: str, collapsed: bool) -> TrainingRecord:
 def test_train_all_reports_collapse_with_an_error(tmp_path, monkeypatch, collapsing):
     calls = []
 
-    def fake_train_model(name, config, data, out_dir, verbose=2):
+    def fake_train_model(name, config, data, out_dir, verbose=2, model_name=None):
         calls.append((name, config.epochs, config.seed, config.train_limit, out_dir))
         return _stub_record(name, name in collapsing)
 
@@ -137,3 +138,58 @@ def test_the_command_module_does_not_import_tensorflow():
     )
     root = Path(__file__).resolve().parents[2]
     subprocess.run([sys.executable, "-c", code], cwd=root, check=True)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["vanilla", "--name", "conv"], "'conv' is the name of the default conv model"),
+        (["vanilla", "--name", "../up"], "model name '../up': use 1-64 letters"),
+        (["all", "--name", "mine"], "--name names one model"),
+    ],
+)
+def test_bad_names_are_refused_before_anything_loads(tmp_path, args, message):
+    result = run_aeq([*args, "--out", str(tmp_path / "out")], tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_model_trained_under_its_own_name_is_exported_and_served_under_it(tmp_path):
+    """'aeq train vanilla --data FASHION' could only replace trained/vanilla and become
+    vanilla@2 (issue 11): now it has a name of its own, all the way to a job."""
+    data = _tiny_npz(tmp_path / "mnist.npz")
+    out, repository = tmp_path / "trained", tmp_path / "repository"
+    trained = run_aeq(
+        ["vanilla", "--name", "strokes-vanilla", "--epochs", "1", "--data", str(data),
+         "--out", str(out)], tmp_path,
+    )  # fmt: skip
+    assert trained.returncode in (0, 1), trained.stderr  # 1 epoch may collapse: still written
+    record = json.loads((out / "strokes-vanilla" / "record.json").read_text())
+    assert (record["model"], record["name"]) == ("vanilla", "strokes-vanilla")
+    assert not (out / "vanilla").exists()
+    record["collapsed"] = False  # what is checked here is the name, not the fit
+    (out / "strokes-vanilla" / "record.json").write_text(json.dumps(record))
+    env = {"HOME": str(tmp_path)}
+    exported = subprocess.run(
+        [AEQ, "export", "strokes-vanilla", "--from", str(out), "--repository", str(repository)],
+        capture_output=True, text=True, timeout=300, env={**os.environ, **env},
+    )  # fmt: skip
+    assert exported.returncode == 0, exported.stderr
+    np.save(tmp_path / "in.npy", np.zeros((3, 28, 28), np.uint8))
+    served = subprocess.run(
+        [AEQ, "reconstruct", str(tmp_path / "in.npy"), "-o", str(tmp_path / "out.npy"),
+         "--model", "strokes-vanilla", "--repository", str(repository)],
+        capture_output=True, text=True, timeout=120,
+        env={k: v for k, v in os.environ.items() if k != "AEQ_BROKER_URL"},
+    )  # fmt: skip
+    assert served.returncode == 0, served.stderr
+    assert np.load(tmp_path / "out.npy").shape == (3, 28, 28)
+    listed = subprocess.run(
+        [AEQ, "models", "--repository", str(repository), "--json"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    (model,) = json.loads(listed.stdout)
+    assert (model["model"], model["architecture"], model["latest"]) == (
+        "strokes-vanilla", "vanilla", 1,
+    )  # fmt: skip

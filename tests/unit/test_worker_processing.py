@@ -5,15 +5,18 @@ Real Redis, real model repository, real ONNX Runtime; no Celery (the task only c
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import msgpack
 import numpy as np
 import pytest
-from worker_support import random_images, tiny_repository
+from worker_support import expected, publish_tiny, random_images, tiny_repository
 
-from aeq.core.catalog import Operation
+from aeq.core.catalog import MODELS, Graph, Operation
 from aeq.core.settings import Settings
 from aeq.queue.jobs import ChunkOutcome, JobSpec, JobState, JobStore
 from aeq.queue.protocol import TASK_NAME, ChunkMessage, encode_array
+from aeq.repository import ModelRepository
 from worker.inference import CPU_PROVIDER, Engine
 from worker.processing import WorkerContext, process_chunk
 
@@ -76,6 +79,23 @@ def test_a_whole_job_finishes_done(context):
     assert len(context.store.output(job, 2)) == 2 * 64 * 4
 
 
+def test_a_model_published_under_a_name_of_its_own_is_served_by_that_name(context, tmp_path):
+    """'aeq train conv --name conv-fashion': the worker serves whatever name the repository has."""
+    own = ModelRepository(tmp_path / "repository")
+    publish_tiny(own, "conv", published_as="conv-fashion")
+    named = replace(context, repository=own)
+    images = random_images(6)
+    job, messages = queue_job(named, images, Operation.RECONSTRUCT, "conv-fashion")
+    for message in messages:
+        assert process_chunk(named, message)["state"] == "done"
+    record = context.store.get(job)
+    assert record.state is JobState.DONE and record.items_done == 6
+    output = np.frombuffer(context.store.output(job, 0), np.uint8).reshape(4, 28, 28)
+    reference = expected(MODELS["conv"], Graph.AUTOENCODER, images[:4].astype(np.float32) / 255)
+    pixels = np.clip(np.rint(reference.reshape(4, 28, 28) * 255), 0, 255)
+    assert np.abs(output.astype(int) - pixels.astype(int)).max() <= 1
+
+
 def test_a_redelivered_chunk_is_not_run_again(context):
     job, messages = queue_job(context, random_images(8))
     process_chunk(context, messages[0])
@@ -113,11 +133,18 @@ def test_wrong_byte_count_fails_the_chunk(context):
     assert "holds 100 bytes" in context.store.status(job, 0).reason
 
 
-def test_unknown_model_fails_the_chunk(context):
+def test_a_message_for_another_model_than_its_jobs_fails_the_chunk(context):
     job, messages = queue_job(context, random_images(4))
     summary = process_chunk(context, {**messages[0], "model": "resnet"})
-    assert "unknown model 'resnet'" in summary["reason"]
-    assert "unknown model 'resnet'" in context.store.status(job, 0).reason
+    assert "message says" in summary["reason"] and "with resnet@1" in summary["reason"]
+    assert "with resnet@1" in context.store.status(job, 0).reason
+
+
+def test_a_bad_model_name_fails_the_chunk(context):
+    job, messages = queue_job(context, random_images(4))
+    summary = process_chunk(context, {**messages[0], "model": "../resnet"})
+    assert "model '../resnet' is not a model name" in summary["reason"]
+    assert "is not a model name" in context.store.status(job, 0).reason
 
 
 def test_a_model_missing_from_the_repository_fails_the_chunk(context, tmp_path):

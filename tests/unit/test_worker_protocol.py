@@ -70,7 +70,8 @@ def test_array_bytes_round_trip_without_copy():
     ("changes", "reason"),
     [
         ({"op": "sharpen"}, "unknown operation 'sharpen'"),
-        ({"model": "resnet"}, "unknown model 'resnet'"),
+        ({"model": "../resnet"}, "model '../resnet' is not a model name"),
+        ({"model": ""}, "model '' is not a model name"),
         ({"shape": [3, 28, 27]}, "takes shape (3, 28, 28)"),
         ({"shape": [3, 784]}, "takes shape (3, 28, 28)"),
         ({"dtype": "float32"}, "takes uint8 items"),
