@@ -236,23 +236,33 @@ def models_command(
 
 def _models_table(summaries: list[ModelSummary]) -> Table:
     table = Table(title="published models")
+    # The latest version is the last listed (--json has it as 'latest').
     columns = (
         "model",
         "versions",
-        "latest",
         "code dim",
         "test MSE",
         "data",
         "parity error",
         "size",
     )
+    # Names and versions are never cut short on a narrow terminal; the data column gives way.
+    whole = {
+        "model": max(len(item.model) for item in summaries),
+        "versions": len("versions"),
+        "size": len("999.9 KB"),
+    }
     for column in columns:
-        table.add_column(column, justify="left" if column in ("model", "data") else "right")
+        table.add_column(
+            column,
+            justify="left" if column in ("model", "data") else "right",
+            min_width=whole.get(column),
+            no_wrap=column in whole,
+        )
     for item in summaries:
         table.add_row(
             item.model,
             ", ".join(str(version) for version in item.versions),
-            str(item.latest),
             str(item.code_dim),
             "-" if item.test_mse is None else f"{item.test_mse:.4f}",
             _short_source(item.trained_on),

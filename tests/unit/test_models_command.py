@@ -65,7 +65,7 @@ def invoke(*args: str):
     return CliRunner().invoke(cli.app, list(args), terminal_width=120)
 
 
-def test_table_shows_versions_latest_code_dim_mse_parity_and_size(repository):
+def test_table_shows_versions_code_dim_mse_data_parity_and_size(repository):
     result = invoke("models", "--repository", str(repository.root))
     assert result.exit_code == 0, result.output
     rows = {line.split()[1]: line for line in result.output.splitlines() if "│" in line}
@@ -73,10 +73,10 @@ def test_table_shows_versions_latest_code_dim_mse_parity_and_size(repository):
     vanilla = [cell.strip() for cell in rows["vanilla"].split("│")[1:-1]]
     size_kb = sum(p.stat().st_size for p in repository.get("vanilla").path.iterdir()) / 1024
     assert vanilla == [
-        "vanilla", "1, 2", "2", "64", "0.0089", "-", "9.5e-07", f"{size_kb:.1f} KB"
+        "vanilla", "1, 2", "64", "0.0089", "-", "9.5e-07", f"{size_kb:.1f} KB"
     ]  # fmt: skip
     conv = [cell.strip() for cell in rows["conv"].split("│")[1:-1]]
-    assert conv[:6] == ["conv", "1", "1", "128", "0.0071", "fashion"]
+    assert conv[:5] == ["conv", "1", "128", "0.0071", "fashion"]
 
 
 def test_json_lists_every_model_for_scripts(repository):
