@@ -149,7 +149,7 @@ def test_train_json_is_the_records_on_stdout_and_the_progress_on_stderr(tmp_path
 
     import training.train
 
-    def fake_train_model(name, config, data, out_dir, verbose=2):
+    def fake_train_model(name, config, data, out_dir, verbose=2, model_name=None):
         print(f"{name} epoch 1/1")  # what Keras prints on stdout while it fits
         return _stub_record(name, collapsed=False)
 

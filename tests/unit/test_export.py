@@ -202,8 +202,13 @@ def test_missing_model_missing_record_and_wrong_architecture(tmp_path, trained_d
     repository = ModelRepository(tmp_path / "repository")
     with pytest.raises(ModelNotFoundError, match="no trained conv model.*aeq train conv"):
         exporter.export_model("conv", tmp_path, repository, images[1], images[2])
-    with pytest.raises(ModelNotFoundError, match="unknown model 'resnet'"):
+    with pytest.raises(ModelNotFoundError, match="no trained resnet model.*--name resnet"):
         exporter.export_model("resnet", tmp_path, repository, images[1], images[2])
+    (tmp_path / "odd").mkdir()  # a record naming no architecture aeq knows
+    (tmp_path / "odd" / "model.keras").write_bytes(b"x")
+    write_record(tmp_path / "odd", "resnet")
+    with pytest.raises(ModelNotFoundError, match="unknown model 'resnet'"):
+        exporter.export_model("odd", tmp_path, repository, images[1], images[2])
     (tmp_path / "conv").mkdir()
     model_bytes = (trained_dir / "vanilla" / "model.keras").read_bytes()
     (tmp_path / "conv" / "model.keras").write_bytes(model_bytes)
