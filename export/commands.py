@@ -139,16 +139,15 @@ def _export_each(
     and the names that failed (each reported on stderr). Parity is checked on ``data``, else on
     the data each model's training record names (where it still is), else where ``aeq train``
     looks."""
-    parity = {
-        path: load_parity_images(path, settings) for path in _parity_data(names, settings, data)
-    }
+    paths = {name: _parity_path(name, settings, data) for name in names}
+    parity = {path: load_parity_images(path, settings) for path in set(paths.values())}
     import_tensorflow_quietly()
     from export import exporter
 
     target = ModelRepository(settings.model_repository)
     published, failed = [], []
     for name in names:
-        images, source = parity[_parity_path(name, settings, data)]
+        images, source = parity[paths[name]]
         try:
             with _stderr.status(f"exporting {name}…"):
                 result = exporter.export_model(name, settings.training_dir, target, images, source)
@@ -170,10 +169,6 @@ def _parity_path(name: str, settings: Settings, data: Path | None) -> Path | Non
         return data
     recorded = find_trained(settings.training_dir, name).record.get("data_path") or ""
     return Path(recorded) if recorded and Path(recorded).exists() else None
-
-
-def _parity_data(names: list[str], settings: Settings, data: Path | None) -> set[Path | None]:
-    return {_parity_path(name, settings, data) for name in names}
 
 
 def _export_json(results: list[ExportResult], failed: list[str], root: Path) -> dict[str, Any]:

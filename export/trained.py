@@ -96,9 +96,10 @@ def refuse_other_data(trained: TrainedModel, repository: ModelRepository) -> Non
     data: a conv trained on Fashion-MNIST silently became conv@2, and the commands that take the
     latest version switched to it (records without a data fingerprint are not compared)."""
     name = trained.name
-    if not repository.versions(name):
+    try:
+        latest = repository.get(name)
+    except ModelNotFoundError:  # nothing published under this name yet
         return
-    latest = repository.get(name)
     before = latest.config.get("training", {})
     old, new = before.get("data_fingerprint"), trained.record.get("data_fingerprint")
     if old and new and old != new:

@@ -136,7 +136,7 @@ def refuse_trained(out_dir: Path, names: list[str]) -> None:
     first = out_dir / taken[0]
     try:
         trained_on = f" (trained on {read_record_data(first)['data_source']})"
-    except (AeqError, KeyError, OSError):
+    except (AeqError, KeyError):  # read_record_data turns an unreadable file into an AeqError
         trained_on = f" (no readable {RECORD_FILE})"
     more = f" and {len(taken) - 1} more" if len(taken) > 1 else ""
     raise OutputExistsError(

@@ -176,14 +176,16 @@ def load_path(path: Path, origin: str = "path") -> MnistData:
     if not path.exists():
         raise DataUnavailableError(f"{origin} {path} does not exist; {HOW_TO_PROVIDE}")
     if path.is_file():
-        return replace(load_npz(path), path=str(path.resolve()))
-    if _idx_files(path):
-        return replace(load_idx_folder(path), path=str(path.resolve()))
-    if (path / NPZ_NAME).is_file():
-        return replace(load_npz(path / NPZ_NAME), path=str(path.resolve()))
-    raise InputError(
-        f"{path} holds neither MNIST IDX files ({', '.join(IDX_STEMS)}) nor {NPZ_NAME}"
-    )
+        data = load_npz(path)
+    elif _idx_files(path):
+        data = load_idx_folder(path)
+    elif (path / NPZ_NAME).is_file():
+        data = load_npz(path / NPZ_NAME)
+    else:
+        raise InputError(
+            f"{path} holds neither MNIST IDX files ({', '.join(IDX_STEMS)}) nor {NPZ_NAME}"
+        )
+    return replace(data, path=str(path.resolve()))
 
 
 def load_idx_folder(folder: Path) -> MnistData:
