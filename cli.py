@@ -157,7 +157,7 @@ OPTIONAL_STAGES = ("aeq.evaluation", "aeq.bench", "aeq.demo")
 # tests/unit/test_cli_conventions.py checks this against what each stage registers.
 COMMAND_STAGES = {
     "train": "training.commands",
-    **dict.fromkeys(("export", "models"), "export.commands"),
+    **dict.fromkeys(("export", "models", "triton"), "export.commands"),
     **dict.fromkeys(
         (
             "denoise",

@@ -1,7 +1,8 @@
-"""``aeq export`` and ``aeq models``.
+"""``aeq export``, ``aeq models`` and ``aeq triton``.
 
 ``aeq export`` imports TensorFlow and tf2onnx inside the command; ``aeq models`` reads only the
-repository's ``config.json`` files, so it stays TensorFlow-free like the worker.
+repository's ``config.json`` files, so it stays TensorFlow-free like the worker; ``aeq triton``
+(``export.triton``) imports onnx inside the command, to read each graph's inputs and outputs.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from aeq.core.catalog import MODELS
@@ -27,6 +29,7 @@ from training.tensorflow_logs import import_tensorflow_quietly
 
 if TYPE_CHECKING:
     from export.exporter import ExportResult
+    from export.triton import TritonModel
 
 ALL_MODELS = "all"
 _BYTES_PER_KB = 1024
@@ -49,9 +52,10 @@ DataOption = Annotated[
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``export`` and ``models`` to the aeq app."""
+    """Add ``export``, ``models`` and ``triton`` to the aeq app."""
     app.command("export")(export_command)
     app.command("models")(models_command)
+    app.command("triton")(triton_command)
 
 
 def export_command(
@@ -210,23 +214,28 @@ def models_command(
 ) -> None:
     """List the published models: versions, latest, code size, test MSE, training data, parity
     error, size."""
+    source = _existing_repository(repository)
+    summaries = summarize(source)
+    if as_json:
+        print(json.dumps([summary.to_json() for summary in summaries], indent=2))
+        return
+    if not summaries:
+        _stdout.print(
+            f"no models published in {source.root} yet; run 'aeq train all' and 'aeq export all'"
+        )
+        return
+    _stdout.print(_models_table(summaries))
+
+
+def _existing_repository(repository: Path | None) -> ModelRepository:
+    """The model repository ``--repository`` (or the settings) names; a missing one is refused."""
     settings: Settings = load_settings().with_overrides(model_repository=repository)
     if not settings.model_repository.is_dir():
         raise UsageError(
             f"no model repository at {settings.model_repository}: give --repository (or "
             "AEQ_MODEL_REPOSITORY), or make one with 'aeq train all' and 'aeq export all'"
         )
-    summaries = summarize(ModelRepository(settings.model_repository))
-    if as_json:
-        print(json.dumps([summary.to_json() for summary in summaries], indent=2))
-        return
-    if not summaries:
-        _stdout.print(
-            f"no models published in {settings.model_repository} yet; "
-            "run 'aeq train all' and 'aeq export all'"
-        )
-        return
-    _stdout.print(_models_table(summaries))
+    return ModelRepository(settings.model_repository)
 
 
 def _models_table(summaries: list[ModelSummary]) -> Table:
@@ -280,3 +289,68 @@ def _short_source(source: str | None) -> str:
 
 def _kb(size: int) -> str:
     return f"{size / _BYTES_PER_KB:.1f} KB"
+
+
+def triton_command(
+    out_dir: Annotated[
+        Path,
+        typer.Argument(help="Folder to write the Triton model repository to (absent or empty)."),
+    ],
+    models: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="MODEL (every version) or MODEL@VERSION; default: every published model.",
+            show_default=False,
+        ),
+    ] = None,
+    repository: RepositoryOption = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace OUT_DIR if it holds anything.")
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Write published models as a Triton Inference Server model repository (one Triton model
+    per graph, <model>_<graph>, ONNX Runtime backend)."""
+    try:
+        from export import triton
+    except ModuleNotFoundError as error:
+        if error.name != "onnx":
+            raise
+        # onnx comes with the train extra; a worker image has ONNX Runtime but not onnx.
+        raise AeqError(
+            "aeq triton reads each graph with the onnx package: pip install onnx (or aeq[train])"
+        ) from None
+
+    source = _existing_repository(repository)
+    versions = triton.select_versions(source, triton.parse_selection(models or []))
+    triton.refuse_out_dir(out_dir, source, overwrite)
+    written = triton.write_triton_repository(versions, out_dir)
+    # With --json, stdout carries the JSON alone; people get the same lines on stderr.
+    console = _stderr if as_json else _stdout
+    for model in written:
+        console.print(_triton_line(model))
+    console.print(f"start Triton on it: {triton.start_command(out_dir)}")
+    if as_json:
+        report = _triton_json(written, out_dir, source, triton.start_command(out_dir))
+        print(json.dumps(report, indent=2))
+
+
+def _triton_json(
+    written: list[TritonModel], out_dir: Path, source: ModelRepository, start: str
+) -> dict[str, Any]:
+    """What ``aeq triton --json`` prints: where, each Triton model written, how to start Triton."""
+    return {
+        "triton_repository": str(out_dir.resolve()),
+        "model_repository": str(source.root.resolve()),
+        "models": [model.to_json(out_dir.resolve()) for model in written],
+        "start": start,
+    }
+
+
+def _triton_line(model: TritonModel) -> str:
+    """One Triton model written: its versions, signature (-1: any size) and batch limit."""
+    batch = model.signature.max_batch_size or "none (fixed first dim)"
+    return (
+        f"[bold green]{model.name}[/]: {model.versions_text}; "
+        f"{escape(model.signature.describe())}; max batch {batch}"
+    )

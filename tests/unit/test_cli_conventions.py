@@ -37,9 +37,12 @@ TIMEOUT_S = 180
 COMMANDS = sorted(typer.main.get_command(cli.app).commands)  # type: ignore[attr-defined]
 # The commands that read the model repository, and those that report a result.
 READS_REPOSITORY = (
-    "export", "models", "denoise", "reconstruct", "encode", "decode", "worker", "evaluate",
+    "export", "models", "triton", "denoise", "reconstruct", "encode", "decode", "worker",
+    "evaluate",
 )  # fmt: skip
-REPORTS = ("train", "export", "evaluate", "bench", "results", "models", "status", "jobs")
+REPORTS = (
+    "train", "export", "evaluate", "bench", "results", "models", "triton", "status", "jobs",
+)  # fmt: skip
 # What TensorFlow prints on a CPU host unless aeq keeps it out (absl's banner, absl-format log
 # lines such as "E0000 00:00:1796097449.116510   15319 cuda_platform.cc:52] failed call to cuInit").
 TENSORFLOW_NOISE = re.compile(
