@@ -126,7 +126,7 @@ def _run(context: WorkerContext, message: ChunkMessage, taken: TakenChunk) -> di
 
 
 def _store_output(
-    context: WorkerContext, message: ChunkMessage, status: ChunkStatus, output: bytes
+    context: WorkerContext, message: ChunkMessage, status: ChunkStatus, output: memoryview
 ) -> bool:
     """Store a done chunk; while Redis is full, try again after growing pauses (a client may be
     collecting), then raise ``StoreFullError`` with the figures, which fails the chunk rather

@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,7 +106,11 @@ class TimedSource:
     def total(self) -> int:
         return int(self.source.total)
 
-    def chunks(self, size: int) -> Iterator[tuple[list[str], np.ndarray]]:
+    @property
+    def names(self) -> Sequence[str]:
+        return self.source.names  # type: ignore[no-any-return]
+
+    def chunks(self, size: int) -> Iterator[tuple[Sequence[str], np.ndarray]]:
         iterator = iter(self.source.chunks(size))
         while True:
             with self.watch.phase(READ):
@@ -179,7 +183,7 @@ def run_job(
         client = JobClient(settings)
     client.store = TimedProxy(client.store, watch, STORE_PHASES)  # type: ignore[assignment]
     submission = Submission(op, version, TimedSource(source, watch), chunk_size, str(output_path))
-    state = FollowState()
+    state = FollowState.of(submission)
     jobs: list[str] = []
     with (
         views.open_output(output_path, submission, True) as writer,

@@ -37,7 +37,8 @@ from aeq.bench.service import operation, warm_up
 from aeq.bench.sessions import OrtConfig
 from aeq.core.catalog import Graph
 from aeq.private_service import RedisServer, aeq_executable
-from aeq.queue.protocol import DEFAULT_CHUNK_SIZE
+from aeq.queue.protocol import DEFAULT_CHUNK_SIZE, encode_array
+from aeq.queue.store import connect
 
 NO_WORKER_NOTICE = "no worker is consuming queue"
 NOTICE_TIMEOUT_S = 30.0
@@ -317,7 +318,7 @@ def transport_baseline_seconds(redis: Any, images: np.ndarray, chunk_size: int) 
     input, a worker gets it, puts an output of the same size, the client gets it; then both go."""
     started = time.perf_counter()
     for start in range(0, len(images), chunk_size):
-        data = images[start : start + chunk_size].tobytes()
+        data = encode_array(images[start : start + chunk_size])  # as a job sends it
         redis.set("aeq:bench:in", data)
         taken = redis.get("aeq:bench:in")
         redis.set("aeq:bench:out", taken)
@@ -332,7 +333,7 @@ def transport(
     """A large job of a transport-bound model against the transport baseline and in-process ORT,
     each measured right before the job."""
     pixels = images.take(items)
-    redis = cluster.redis.client()
+    redis = connect(cluster.redis.url, check=False)  # the client the service's own parts use
     try:
         baseline = transport_baseline_seconds(redis, pixels, DEFAULT_CHUNK_SIZE)
     finally:

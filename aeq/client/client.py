@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -23,6 +23,7 @@ from kombu.exceptions import OperationalError
 from aeq.core.catalog import Operation
 from aeq.core.errors import JobError, StoreFullError
 from aeq.core.settings import Settings
+from aeq.files.names import NameSlice
 from aeq.queue.jobs import (
     CANCEL_EVENT,
     ChunkOutcome,
@@ -52,6 +53,10 @@ WAIT_SLICE_S = 1.0
 EVENTS_PER_READ = 256
 # Finished chunks fetched per round trip (outputs and names).
 FETCH_BATCH_CHUNKS = 4
+# A streaming client makes written chunks durable and lets Redis go of them this many at a time,
+# or every NOTE_INTERVAL_S when they come slower (fsyncs are its dearest per-chunk cost).
+NOTE_BATCH_CHUNKS = 8
+NOTE_INTERVAL_S = 1.0
 # A job may take Redis only up to this share of its maxmemory, so running jobs keep room for
 # their outputs: a job that would pass it is refused before anything is queued.
 ADMISSION_SHARE = 0.9
@@ -82,17 +87,22 @@ class RedisGoneError(JobError):
 
 
 class ChunkSource(Protocol):
-    """What ``aeq.files.inputs`` hands out: a known number of items, read lazily in chunks."""
+    """What ``aeq.files.inputs`` hands out: a known number of named items, read lazily in
+    chunks."""
 
-    total: int
+    @property
+    def total(self) -> int: ...
 
-    def chunks(self, size: int) -> Iterator[tuple[list[str], np.ndarray]]: ...
+    @property
+    def names(self) -> Sequence[str]: ...
+
+    def chunks(self, size: int) -> Iterator[tuple[Sequence[str], np.ndarray]]: ...
 
 
 class ChunkWriter(Protocol):
     """What ``aeq.files.outputs`` hands out: accepts chunks in any order at their item offset."""
 
-    def write(self, start: int, names: list[str], array: np.ndarray) -> None: ...
+    def write(self, start: int, names: Sequence[str], array: np.ndarray) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -133,6 +143,18 @@ class FollowState:
     spec: JobSpec | None = None
     # When a chunk of the job last finished (or the follow began), for the lost-message check.
     news_at: float = field(default_factory=time.monotonic)
+    # The job's item names when this follower has them itself: a streamed job's submitter, which
+    # queued its chunks without them (``None``: they are read from the store with the outputs).
+    names: Sequence[str] | None = None
+    # Chunks written but not yet made durable and noted at the writer's resume point (a
+    # streamed job's outputs leave Redis a batch at a time: see ``JobClient._stream_out``).
+    unnoted: list[tuple[int, int, Sequence[str]]] = field(default_factory=list)
+    noted_at: float = field(default_factory=time.monotonic)
+
+    @classmethod
+    def of(cls, submission: Submission) -> FollowState:
+        """The state to follow ``submission``'s job with, by the client that submits it."""
+        return cls(names=submission.source.names if submission.streamed else None)
 
     def finished(self) -> int:
         return len(self.written) + len(self.failed) + len(self.skipped)
@@ -292,7 +314,7 @@ class JobClient:
             )
 
     def _queue_chunk(
-        self, producer: Any, job: str, spec: JobSpec, chunk: int, names: list[str], array: Any
+        self, producer: Any, job: str, spec: JobSpec, chunk: int, names: Sequence[str], array: Any
     ) -> None:
         if len(array) != spec.chunk_count(chunk) or len(names) != len(array):
             raise JobError(
@@ -303,7 +325,8 @@ class JobClient:
             raise JobError(
                 f"chunk {chunk} is {array.dtype} {array.shape}, expected {dtype} {shape}"
             )
-        self.store.put_chunk(job, chunk, encode_array(array), names)
+        # A streamed job's client writes the names itself (FollowState.names): Redis needs none.
+        self.store.put_chunk(job, chunk, encode_array(array), None if spec.streamed else names)
         self._send_chunk(producer, job, spec, chunk)
 
     def _send_chunk(self, producer: Any, job: str, spec: JobSpec, chunk: int) -> None:
@@ -494,36 +517,52 @@ class JobClient:
             else:
                 state.skipped.add(chunk)
         spec = state.job_spec()
-        stored = []
-        for chunk, names, array in self._outputs(job, spec, ready):
+        for chunk, names, array in self._outputs(job, spec, ready, state.names):
             start = spec.chunk_start(chunk)
             writer.write(start, names, array)
             state.written.add(chunk)
             state.items += len(array)
-            stored.append((chunk, start, names))
-        if spec.streamed and stored:
-            self._stream_out(job, writer, stored)
+            state.unnoted.append((chunk, start, names))
+        if spec.streamed:
+            self._stream_out(job, writer, state)
+        else:
+            state.unnoted.clear()
         if ready or finished_before != state.finished():
             state.news_at = time.monotonic()
 
-    def _stream_out(
-        self, job: str, writer: ChunkWriter, stored: list[tuple[int, int, list[str]]]
-    ) -> None:
-        """Let Redis go of chunks the writer has made durable and noted at its resume point
-        (a follower without one, e.g. 'aeq results', leaves them)."""
+    def _stream_out(self, job: str, writer: ChunkWriter, state: FollowState) -> None:
+        """Let Redis go of the written chunks once the writer has made them durable and noted
+        them at its resume point (a follower without one, e.g. 'aeq results', leaves them).
+
+        A batch at a time (``NOTE_BATCH_CHUNKS``, or what ``NOTE_INTERVAL_S`` brought): each
+        note costs two fsyncs. Until then a chunk's output stays in Redis, so a client killed
+        meanwhile loses nothing, and the last chunks need no note: collecting the job deletes
+        them."""
+        due = time.monotonic() - state.noted_at >= NOTE_INTERVAL_S
+        if len(state.unnoted) < NOTE_BATCH_CHUNKS and not (due and state.unnoted):
+            return
+        stored, state.unnoted, state.noted_at = state.unnoted, [], time.monotonic()
         checkpoint = getattr(writer, "checkpoint", None)
         if checkpoint is not None and checkpoint(stored):
             self.store.forget_outputs(job, [chunk for chunk, _, _ in stored])
 
     def _outputs(
-        self, job: str, spec: JobSpec, chunks: list[int]
-    ) -> Iterator[tuple[int, list[str], np.ndarray]]:
+        self, job: str, spec: JobSpec, chunks: list[int], names: Sequence[str] | None = None
+    ) -> Iterator[tuple[int, Sequence[str], np.ndarray]]:
         """``(chunk, names, output)`` of finished chunks, checked, a few per round trip (fewer
-        waits; memory still bounded by a few chunks)."""
+        waits; memory still bounded by a few chunks). ``names``: the job's item names, when
+        the follower has them (none are read from the store then)."""
         for start in range(0, len(chunks), FETCH_BATCH_CHUNKS):
             batch = chunks[start : start + FETCH_BATCH_CHUNKS]
-            for chunk, (raw, names) in zip(batch, self.store.outputs(job, batch), strict=True):
-                yield chunk, names, _output_array(job, spec, chunk, raw)
+            fetched = self.store.outputs(job, batch, with_names=names is None)
+            for chunk, (raw, stored_names) in zip(batch, fetched, strict=True):
+                first = spec.chunk_start(chunk)
+                chunk_names = (
+                    stored_names
+                    if names is None
+                    else NameSlice(names, first, first + spec.chunk_count(chunk))
+                )
+                yield chunk, chunk_names, _output_array(job, spec, chunk, raw)
 
     # -- partial results ------------------------------------------------------------------------
 

@@ -416,7 +416,7 @@ def _submit_and_follow(
         )
     client = JobClient(settings, notify=stderr.print)
     started = time.perf_counter()
-    state = FollowState()
+    state = FollowState.of(submission)
 
     def created(job: str) -> None:
         _announce(job)
@@ -483,7 +483,7 @@ def _resume_and_follow(settings: Settings, submission: Submission, output: Path)
         raise JobError(f"job {noted.job} was cancelled; start again with --overwrite")
     submission = replace(submission, chunk_size=noted.chunk_size)
     started = time.perf_counter()
-    state = FollowState()
+    state = FollowState.of(submission)
     with views.open_array_output(output, submission, False, point, resuming=True) as writer:
         state.written.update(writer.stored_chunks())
         state.items = writer.items_written

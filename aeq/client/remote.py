@@ -310,7 +310,7 @@ def run_queued(
     spec = submission.spec()
     if writer is None:
         writer = ArrayWriter.for_job(spec.op, spec.total, spec.code_dim)
-    state = FollowState()
+    state = FollowState.of(submission)
     job = submit_collecting(client, submission, writer, state)
     try:
         client.follow(job, writer, state)

@@ -242,4 +242,4 @@ def _to_uint8(block: np.ndarray) -> np.ndarray:
     """Checked pixel values as uint8: floats 0-1 rounded to 0-255, integers taken as they are."""
     if block.dtype.kind == "f":
         return np.rint(block.astype(np.float32) * _GRAY_MAX).astype(np.uint8)
-    return block.astype(np.uint8)
+    return block.astype(np.uint8, copy=False)

@@ -28,7 +28,7 @@ from aeq.files.array_files import ArrayFile
 from aeq.files.code_files import open_codes_file
 from aeq.files.image_files import IMAGE_SUFFIXES
 from aeq.files.image_parts import ImageFiles, ImagePart, open_image_array
-from aeq.files.names import ItemNames, NumberedNames
+from aeq.files.names import ItemNames, NameSlice, NumberedNames
 
 ARRAY_SUFFIXES = frozenset({".npy", ".npz"})
 
@@ -50,9 +50,10 @@ class ImageSource:
     skipped: list[Path]
     parts: list[ImagePart] = field(repr=False)
 
-    def chunks(self, size: int) -> Iterator[tuple[list[str], np.ndarray]]:
+    def chunks(self, size: int) -> Iterator[tuple[Sequence[str], np.ndarray]]:
         """Yield ``(names, pixels)`` with pixels uint8 ``(n, 28, 28)``; every chunk holds ``size``
-        items but the last. Reads lazily: only about one chunk is in memory at a time.
+        items but the last. Reads lazily: only about one chunk is in memory at a time, and the
+        names are made only when read (``NameSlice``).
 
         Raises:
             InputError: a file changed since it was checked and no longer reads.
@@ -62,7 +63,7 @@ class ImageSource:
         blocks = (block for part in self.parts for block in part.blocks(size))
         pixels = _rechunk(blocks, size, (IMAGE_SIDE, IMAGE_SIDE), np.dtype(np.uint8))
         for start, chunk in zip(range(0, self.total, size), pixels, strict=True):
-            yield list(self.names[start : start + len(chunk)]), chunk
+            yield NameSlice(self.names, start, start + len(chunk)), chunk
 
 
 @dataclass
@@ -84,14 +85,14 @@ class CodeSource:
     names: Sequence[str]
     array: ArrayFile = field(repr=False)
 
-    def chunks(self, size: int) -> Iterator[tuple[list[str], np.ndarray]]:
+    def chunks(self, size: int) -> Iterator[tuple[Sequence[str], np.ndarray]]:
         """Yield ``(names, codes)`` with codes float32 ``(n, code_dim)``, ``size`` per chunk but
-        the last, streamed from the file."""
+        the last, streamed from the file (names made only when read)."""
         if size < 1:
             raise ValueError(f"chunk size must be positive, not {size}")
         blocks = (block.astype(np.float32) for block in self.array.rows(block_rows=size))
         for start, chunk in zip(range(0, self.total, size), blocks, strict=True):
-            yield list(self.names[start : start + len(chunk)]), chunk
+            yield NameSlice(self.names, start, start + len(chunk)), chunk
 
 
 def open_images(paths: Sequence[Path], resize: bool = False) -> ImageSource:

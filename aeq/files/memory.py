@@ -13,7 +13,7 @@ item offset in one preallocated array, in whatever order they finish.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -178,7 +178,7 @@ class ArrayWriter:
         """How many items have arrived so far."""
         return int(np.count_nonzero(self._written))
 
-    def write(self, start: int, names: list[str], array: np.ndarray) -> None:
+    def write(self, start: int, names: Sequence[str], array: np.ndarray) -> None:
         """Store the items ``start .. start + len(array) - 1``; chunks may come in any order.
 
         Raises:

@@ -246,6 +246,37 @@ class ItemNames(Sequence[str]):
         return None
 
 
+class NameSlice(Sequence[str]):
+    """Items ``start .. stop - 1`` of a sequence of names, made only when read.
+
+    A chunk carries one instead of a list: a streamed job's chunks are queued without their
+    names (its client writes them itself), and an ``.npy`` output keeps none, so for the usual
+    large job no name is ever made.
+    """
+
+    def __init__(self, names: Sequence[str], start: int, stop: int) -> None:
+        self._names, self._start, self._stop = names, start, stop
+
+    def __len__(self) -> int:
+        return self._stop - self._start
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[str]: ...
+
+    def __getitem__(self, index: int | slice) -> str | list[str]:
+        if isinstance(index, slice):
+            return list(self._names[self._start : self._stop])[index]
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"item {index} of {len(self)}")
+        return self._names[self._start + index % len(self)]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names[self._start : self._stop])
+
+
 def _is_plainly_safe(raw: str) -> bool:
     """ASCII names of safe characters that need no work (the common case, kept fast)."""
     return (

@@ -30,7 +30,7 @@ import json
 import os
 import shutil
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
@@ -174,7 +174,7 @@ class _Writer:
         """The chunks a resumed writer found noted at its resume point (none otherwise)."""
         return [] if self.resume is None else [c.chunk for c in self._resumed]
 
-    def checkpoint(self, chunks: list[tuple[int, int, list[str]]]) -> bool:
+    def checkpoint(self, chunks: list[tuple[int, int, Sequence[str]]]) -> bool:
         """Make the written ``(chunk, start, names)`` durable and note them at the resume point,
         after which their outputs may leave Redis; ``False`` (nothing done) without one."""
         if self.resume is None or not chunks:
@@ -185,7 +185,9 @@ class _Writer:
         except OSError as error:
             raise AeqError(f"cannot write {self.path}: {error.strerror or error}") from None
         self.resume.note(
-            StoredChunk(chunk, start, names, self._sink.files(start, len(names)))
+            StoredChunk(
+                chunk, start, self._kept(names), self._sink.files(start, len(names)), len(names)
+            )
             for chunk, start, names in chunks
         )
         return True
@@ -197,7 +199,7 @@ class _Writer:
             self._sink.close()
         self._state = "suspended"
 
-    def write(self, start: int, names: list[str], array: np.ndarray) -> None:
+    def write(self, start: int, names: Sequence[str], array: np.ndarray) -> None:
         """Store the items ``start .. start + len(array) - 1``; chunks may come in any order.
 
         Raises:
@@ -214,7 +216,7 @@ class _Writer:
             raise ValueError(f"items {start}..{stop - 1} are outside 0..{self.total - 1}")
         if self._written[start:stop].any():
             raise ValueError(f"items {start}..{stop - 1} overlap items written before")
-        names = [str(name) for name in names]
+        names = self._kept(names)
         assert self._sink is not None
         try:
             self._sink.write(start, names, array)
@@ -271,10 +273,9 @@ class _Writer:
                 self._sink = make()
         self._resumed = self.resume.stored() if self.resume is not None and resuming else []
         for chunk in self._resumed:
-            stop = chunk.start + len(chunk.names)
-            self._written[chunk.start : stop] = True
+            self._written[chunk.start : chunk.stop] = True
             if self._names is not None:
-                self._names[chunk.start : stop] = chunk.names
+                self._names[chunk.start : chunk.stop] = chunk.names
             self._sink.adopt(chunk.start, chunk.files)
         if resuming:
             self._sink.drop_unnoted()
@@ -284,6 +285,11 @@ class _Writer:
         if self.resume is not None:
             return self._stage(self.resume.staged(suffix))
         return self._stage(staging.partial_path(self.path, suffix))
+
+    def _kept(self, names: Sequence[str]) -> list[str]:
+        """The names of a chunk as this output keeps them: none for a kind that keeps none
+        (``.npy``), so lazily made names (``NameSlice``) are never made for it."""
+        return [] if self._names is None else [str(name) for name in names]
 
     def _kept_names(self) -> list[str]:
         if self._names is None:

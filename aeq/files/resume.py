@@ -50,12 +50,19 @@ class ResumeJob:
 
 @dataclass(frozen=True)
 class StoredChunk:
-    """One chunk the client stored for good: its items' names and (PNG) file names."""
+    """One chunk the client stored for good: its items' names (none for an output that keeps
+    none, ``.npy``) and (PNG) file names."""
 
     chunk: int
     start: int
     names: list[str]
     files: list[str] | None = None
+    items: int = 0  # how many items it holds (0 in notes written before it was kept: the names)
+
+    @property
+    def stop(self) -> int:
+        """The item after its last."""
+        return self.start + (self.items or len(self.names))
 
 
 class ResumePoint:

@@ -255,7 +255,7 @@ class ScoreWriter:
     def items_written(self) -> int:
         return self._collected.items_written
 
-    def write(self, start: int, names: list[str], array: np.ndarray) -> None:
+    def write(self, start: int, names: Sequence[str], array: np.ndarray) -> None:
         """Keep the scores of items ``start ..``; chunks may come in any order.
 
         Raises:

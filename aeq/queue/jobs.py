@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -65,20 +65,19 @@ ITEM_OVERHEAD_BYTES = 64
 OUTPUT_MISSING = -3
 
 _TAKE_CHUNK = """
--- KEYS: job hash, chunk statuses, input     ARGV: chunk index, now
--- Returns nil if the job is gone, else {job hash fields, finished?, input or nil}; marks the
--- job started when a chunk of its own is about to run (a stray index marks nothing; pcall: a
--- full Redis may refuse that mark, which must not stop the chunk).
+-- KEYS: job hash, chunk statuses     ARGV: chunk index, now
+-- Returns nil if the job is gone, else {job hash fields, finished?}; marks the job started when
+-- a chunk of its own is about to run (a stray index marks nothing; pcall: a full Redis may
+-- refuse that mark, which must not stop the chunk). The input is read by a plain GET after it
+-- in the same round trip: through the script it would be copied twice more inside Redis.
 if redis.call('EXISTS', KEYS[1]) == 0 then return false end
 local finished = redis.call('HEXISTS', KEYS[2], ARGV[1])
-local data = false
 local index = tonumber(ARGV[1])
 local fits = index >= 0 and index < tonumber(redis.call('HGET', KEYS[1], 'chunks'))
 if fits and finished == 0 and redis.call('HGET', KEYS[1], 'cancelled') ~= '1' then
-  data = redis.call('GET', KEYS[3])
   redis.pcall('HSETNX', KEYS[1], 'started_at', ARGV[2])
 end
-return {redis.call('HGETALL', KEYS[1]), finished, data}
+return {redis.call('HGETALL', KEYS[1]), finished}
 """
 
 _COMPLETE_CHUNK = """
@@ -362,8 +361,11 @@ class JobStore:
         pipe.execute()
         return job
 
-    def put_chunk(self, job: str, chunk: int, data: bytes, names: list[str]) -> None:
-        """Store a chunk's input bytes and item names, before its message is sent.
+    def put_chunk(
+        self, job: str, chunk: int, data: bytes | memoryview, names: Sequence[str] | None
+    ) -> None:
+        """Store a chunk's input bytes and item names (``None``: its client keeps them), before
+        its message is sent.
 
         Chunks are put in order and each put follows the previous chunk's message, so ``queued``
         (set to ``chunk`` here, to the chunk count by ``end_submission``) counts chunks whose
@@ -374,8 +376,9 @@ class JobStore:
         names_key = self._key(job, "names")
         pipe = self.client.pipeline(transaction=False)
         pipe.set(self.input_key(job, chunk), data, ex=self.ttl_s)
-        pipe.hset(names_key, str(chunk), msgpack.packb(names))
-        pipe.expire(names_key, self.ttl_s)
+        if names is not None:
+            pipe.hset(names_key, str(chunk), msgpack.packb(list(names)))
+            pipe.expire(names_key, self.ttl_s)
         pipe.hset(self.job_key(job), "queued", chunk)
         pipe.expire(self.submitter_key(job), SUBMITTER_LEASE_S)
         pipe.execute()
@@ -412,13 +415,19 @@ class JobStore:
         raw = self.client.hget(self._key(job, "names"), str(chunk))
         return [] if raw is None else list(msgpack.unpackb(raw))
 
-    def outputs(self, job: str, chunks: list[int]) -> list[tuple[bytes | None, list[str]]]:
-        """Output bytes and item names of several chunks, in one round trip."""
+    def outputs(
+        self, job: str, chunks: list[int], with_names: bool = True
+    ) -> list[tuple[bytes | None, list[str]]]:
+        """Output bytes and (``with_names``, else none) item names of several chunks, in one
+        round trip."""
         pipe = self.client.pipeline(transaction=False)
         for chunk in chunks:
             pipe.get(self.output_key(job, chunk))
-            pipe.hget(self._key(job, "names"), str(chunk))
+            if with_names:
+                pipe.hget(self._key(job, "names"), str(chunk))
         replies = pipe.execute()
+        if not with_names:
+            return [(reply, []) for reply in replies]
         return [
             (replies[i], [] if replies[i + 1] is None else list(msgpack.unpackb(replies[i + 1])))
             for i in range(0, len(replies), 2)
@@ -542,17 +551,38 @@ class JobStore:
 
         Returns None if the job is gone (expired, or never existed).
         """
-        keys = [self.job_key(job), self._key(job, "chunks"), self.input_key(job, chunk)]
-        reply = self._take(keys=keys, args=[chunk, time.time()])
-        if reply is None:
-            return None
-        raw, finished, data = reply
-        fields = {raw[i].decode(): raw[i + 1].decode() for i in range(0, len(raw), 2)}
-        if "op" not in fields:
-            return None
-        return TakenChunk(_spec(fields), fields.get("cancelled") == "1", bool(finished), data)
+        for _ in range(2):
+            try:
+                reply, data = self._run_take(job, chunk)
+            except redis.exceptions.NoScriptError:  # the server lost its scripts (a restart)
+                self.client.script_load(_TAKE_CHUNK)
+                reply, data = self._run_take(job, chunk)
+            if reply is None:
+                return None
+            raw, finished = reply
+            fields = {raw[i].decode(): raw[i + 1].decode() for i in range(0, len(raw), 2)}
+            if "op" not in fields:
+                return None
+            spec, cancelled = _spec(fields), fields.get("cancelled") == "1"
+            runnable = not finished and not cancelled and 0 <= chunk < spec.chunks
+            if data is not None or not runnable:
+                break
+            # The input went between the two reads: a cancel, or a duplicate's completion, or
+            # it expired; the next read tells which.
+        return TakenChunk(spec, cancelled, bool(finished), data if runnable else None)
 
-    def complete(self, job: str, status: ChunkStatus, output: bytes | None = None) -> bool:
+    def _run_take(self, job: str, chunk: int) -> list[Any]:
+        """The take script's reply and the chunk's input, in one round trip (not MULTI: a full
+        Redis refuses every command queued in one, and a worker must still take and finish)."""
+        keys = [self.job_key(job), self._key(job, "chunks")]
+        pipe = self.client.pipeline(transaction=False)
+        pipe.evalsha(self._take.sha, len(keys), *keys, chunk, time.time())
+        pipe.get(self.input_key(job, chunk))
+        return list(pipe.execute())
+
+    def complete(
+        self, job: str, status: ChunkStatus, output: bytes | memoryview | None = None
+    ) -> bool:
         """Finish a chunk atomically; False if it had already been finished, the job is gone, or
         the chunk is not one of the job's.
 
@@ -596,7 +626,7 @@ class JobStore:
         return finished >= 0
 
     def _run_complete(
-        self, staged: str, output: bytes | None, keys: list[str], args: list[Any]
+        self, staged: str, output: bytes | memoryview | None, keys: list[str], args: list[Any]
     ) -> tuple[Exception | None, int]:
         """Run the completion script; return the staged SET's refusal (if any) and its reply."""
         # EVALSHA straight into the pipeline: redis-py's Script objects add a SCRIPT EXISTS

@@ -175,11 +175,12 @@ def output_layout(op: Operation, count: int, code_dim: int) -> tuple[str, tuple[
     return IMAGE_DTYPE, (count, IMAGE_SIDE, IMAGE_SIDE)
 
 
-def encode_array(array: np.ndarray) -> bytes:
-    """The raw bytes of ``array`` in C order (no header: the message carries dtype and shape)."""
+def encode_array(array: np.ndarray) -> memoryview:
+    """The raw bytes of ``array`` in C order (no header: the message carries dtype and shape),
+    as a view: redis-py sends a memoryview as it is, so a chunk is not copied on its way out."""
     import numpy as np
 
-    return np.ascontiguousarray(array).tobytes()
+    return memoryview(np.ascontiguousarray(array).data).cast("B")
 
 
 def decode_array(message: ChunkMessage, raw: bytes | None) -> np.ndarray:
