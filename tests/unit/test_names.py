@@ -10,6 +10,7 @@ import pytest
 from aeq.files.names import (
     MAX_NAME_BYTES,
     ItemNames,
+    NameSlice,
     NumberedNames,
     item_names,
     sanitize,
@@ -164,3 +165,20 @@ def test_item_names_equal_unique_names_of_the_joined_list(seed: int) -> None:
     )
     if expected:
         assert ItemNames(runs)[-1] == expected[-1]  # random access settles what comes before
+
+
+def test_a_name_slice_makes_its_names_only_when_read() -> None:
+    asked: list[object] = []
+
+    class Counting(list[str]):
+        def __getitem__(self, index):  # type: ignore[no-untyped-def, override]
+            asked.append(index)
+            return super().__getitem__(index)
+
+    names = Counting(f"item_{i}" for i in range(10))
+    part = NameSlice(names, 3, 7)
+    assert len(part) == 4 and asked == []
+    assert list(part) == ["item_3", "item_4", "item_5", "item_6"]
+    assert part[0] == "item_3" and part[-1] == "item_6" and part[1:3] == ["item_4", "item_5"]
+    with pytest.raises(IndexError):
+        part[4]
