@@ -55,7 +55,7 @@ EVENTS_PER_READ = 256
 FETCH_BATCH_CHUNKS = 4
 # A streaming client makes written chunks durable and lets Redis go of them this many at a time,
 # or every NOTE_INTERVAL_S when they come slower (fsyncs are its dearest per-chunk cost).
-NOTE_BATCH_CHUNKS = 8
+NOTE_BATCH_CHUNKS = 2
 NOTE_INTERVAL_S = 1.0
 # A job may take Redis only up to this share of its maxmemory, so running jobs keep room for
 # their outputs: a job that would pass it is refused before anything is queued.
@@ -534,17 +534,22 @@ class JobClient:
         """Let Redis go of the written chunks once the writer has made them durable and noted
         them at its resume point (a follower without one, e.g. 'aeq results', leaves them).
 
-        A batch at a time (``NOTE_BATCH_CHUNKS``, or what ``NOTE_INTERVAL_S`` brought): each
-        note costs two fsyncs. Until then a chunk's output stays in Redis, so a client killed
-        meanwhile loses nothing, and the last chunks need no note: collecting the job deletes
-        them."""
+        A batch at a time (``NOTE_BATCH_CHUNKS``, or what ``NOTE_INTERVAL_S`` brought), in the
+        writer's own thread where it has one: each note costs two fsyncs. Until then a chunk's
+        output stays in Redis, so a client killed meanwhile loses nothing, and the last chunks
+        need no note: collecting the job deletes them."""
         due = time.monotonic() - state.noted_at >= NOTE_INTERVAL_S
         if len(state.unnoted) < NOTE_BATCH_CHUNKS and not (due and state.unnoted):
             return
         stored, state.unnoted, state.noted_at = state.unnoted, [], time.monotonic()
+        forget = functools.partial(self.store.forget_outputs, job, [c for c, _, _ in stored])
+        behind = getattr(writer, "checkpoint_behind", None)
+        if behind is not None:
+            behind(stored, then=forget)  # the fsyncs overlap the next chunks' transfers
+            return
         checkpoint = getattr(writer, "checkpoint", None)
         if checkpoint is not None and checkpoint(stored):
-            self.store.forget_outputs(job, [chunk for chunk, _, _ in stored])
+            forget()
 
     def _outputs(
         self, job: str, spec: JobSpec, chunks: list[int], names: Sequence[str] | None = None

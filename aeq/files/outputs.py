@@ -34,7 +34,6 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
-from typing import IO
 
 import numpy as np
 
@@ -151,6 +150,8 @@ class _Writer:
         self._names: list[str] | None = None if kind in self.NAMELESS_KINDS else [""] * total
         self._staged: list[Path] = []
         self._sink: _StagedArray | _PngFolder | None = None
+        self._keeper: ThreadPoolExecutor | None = None
+        self._kept_later: Future[None] | None = None
         self._state = "open"
         self._created_parents = staging.make_parents(path)
         if resume is not None and not resuming:
@@ -179,7 +180,38 @@ class _Writer:
         after which their outputs may leave Redis; ``False`` (nothing done) without one."""
         if self.resume is None or not chunks:
             return False
-        assert self._sink is not None
+        self._settle()
+        self._keep(chunks)
+        return True
+
+    def checkpoint_behind(
+        self, chunks: list[tuple[int, int, Sequence[str]]], then: Callable[[], object]
+    ) -> bool:
+        """``checkpoint``, then ``then()``, in a thread of the writer's own while the caller goes
+        on writing: the fsyncs are a streaming client's dearest per-chunk cost. One batch at a
+        time, in order; its error is raised by the next call, ``commit`` or ``suspend``. A
+        ``.npy`` sink only (positioned writes; a PNG folder's sync is not thread-safe): others
+        checkpoint at once. ``False`` (nothing done) without a resume point."""
+        if self.resume is None or not chunks:
+            return False
+        self._settle()
+        if not isinstance(self._sink, _StagedArray):
+            self._keep(chunks)
+            then()
+            return True
+        if self._keeper is None:
+            self._keeper = ThreadPoolExecutor(1, thread_name_prefix="aeq-checkpoint")
+        self._kept_later = self._keeper.submit(self._keep_then, chunks, then)
+        return True
+
+    def _keep_then(
+        self, chunks: list[tuple[int, int, Sequence[str]]], then: Callable[[], object]
+    ) -> None:
+        self._keep(chunks)
+        then()
+
+    def _keep(self, chunks: list[tuple[int, int, Sequence[str]]]) -> None:
+        assert self._sink is not None and self.resume is not None
         try:
             self._sink.sync()
         except OSError as error:
@@ -190,14 +222,27 @@ class _Writer:
             )
             for chunk, start, names in chunks
         )
-        return True
+
+    def _settle(self) -> None:
+        """Wait for the checkpoint running behind, raising its error."""
+        pending, self._kept_later = self._kept_later, None
+        if pending is not None:
+            pending.result()
 
     def suspend(self) -> None:
         """Stop writing but keep the staged output and resume point (an interrupted client whose
         job goes on: ``--resume`` continues it)."""
+        self._stop_keeper()
         if self._state == "open" and self._sink is not None:
             self._sink.close()
         self._state = "suspended"
+
+    def _stop_keeper(self) -> None:
+        """Let a checkpoint running behind end (its error no longer matters: what it noted is
+        noted, what it did not stays in Redis) before the sink closes under it."""
+        if self._keeper is not None:
+            self._keeper.shutdown(wait=True)
+            self._keeper, self._kept_later = None, None
 
     def write(self, start: int, names: Sequence[str], array: np.ndarray) -> None:
         """Store the items ``start .. start + len(array) - 1``; chunks may come in any order.
@@ -235,6 +280,8 @@ class _Writer:
             AeqError: the disk refused the data.
         """
         self._require_open()
+        self._settle()
+        self._stop_keeper()
         missing = self.total - self.items_written
         if missing:
             first = int(np.argmin(self._written))
@@ -255,6 +302,7 @@ class _Writer:
         if self._state != "open":
             return
         self._state = "aborted"
+        self._stop_keeper()
         if self._sink is not None:
             self._sink.close()
         if self.resume is not None:
@@ -452,8 +500,10 @@ class _StagedArray:
     """A ``.npy`` file of known shape, filled by positioned writes in any order.
 
     The file and its header come from ``np.lib.format.open_memmap``; the map is closed again at
-    once and chunks are written with ``seek``/``write``, because pages written through a map count
+    once and chunks are written with ``os.pwrite``, because pages written through a map count
     towards the process's resident memory until it is closed (80 MB for 100,000 images).
+    Positioned writes with no buffer of Python's also let ``sync`` run in another thread while
+    chunks go on arriving (``_Writer.checkpoint_behind``).
     """
 
     def __init__(
@@ -475,19 +525,21 @@ class _StagedArray:
         self._offset = int(mapped.offset)
         self._row_bytes = int(np.prod(row_shape)) * dtype.itemsize
         del mapped
-        self._file: IO[bytes] | None = path.open("r+b")
+        self._fd: int | None = os.open(path, os.O_RDWR)
 
     def write(self, start: int, names: list[str], array: np.ndarray) -> None:
         """Put rows ``start ..`` in place; the names are kept by the writer, not here."""
-        assert self._file is not None
-        self._file.seek(self._offset + start * self._row_bytes)
-        self._file.write(np.ascontiguousarray(array).data)
+        assert self._fd is not None
+        data = memoryview(np.ascontiguousarray(array).data).cast("B")
+        offset = self._offset + start * self._row_bytes
+        while data:  # a regular file takes it all at once but for a full disk, which raises
+            written = os.pwrite(self._fd, data, offset)
+            data, offset = data[written:], offset + written
 
     def sync(self) -> None:
         """Make everything written so far durable."""
-        assert self._file is not None
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        assert self._fd is not None
+        os.fsync(self._fd)
 
     def finish(self) -> None:
         """Flush and sync the data, then close the file."""
@@ -506,9 +558,9 @@ class _StagedArray:
 
     def close(self) -> None:
         """Close the file if it is open; idempotent."""
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 class _PngFolder:

@@ -155,3 +155,40 @@ def test_a_staged_array_of_another_shape_is_refused(tmp_path):
     with pytest.raises(AeqError, match="cannot resume .*out.npy: the staged output.npy is uint8"):
         open_image_output(target, 5, False, point, resuming=True)
     assert point.exists()  # kept: nothing is deleted for failing to reopen it
+
+
+@pytest.mark.parametrize("suffix", [".npy", ""])
+def test_a_checkpoint_behind_notes_before_it_lets_go(tmp_path, suffix):
+    """In the writer's own thread for an .npy (at once for a PNG folder): ``then`` (the client's
+    delete from Redis) runs only once the chunks are noted, and the next call waits for it."""
+    target = tmp_path / f"out{suffix}"
+    data = images(10)
+    point = ResumePoint(target)
+    seen: list[list[int]] = []
+    with open_image_output(target, 10, False, point) as writer:
+        point.record_job(JOB)
+        writer.write(0, names(0, 4), data[0:4])
+        then = lambda: seen.append([chunk.chunk for chunk in point.stored()])  # noqa: E731
+        assert writer.checkpoint_behind([(0, 0, names(0, 4))], then)
+        writer.write(4, names(4, 4), data[4:8])  # goes on while the first batch is kept
+        assert writer.checkpoint_behind([(1, 4, names(4, 4))], then)
+        writer.write(8, names(8, 2), data[8:10])
+        writer.commit()
+    assert seen == [[0], [0, 1]]
+    assert not point.exists()
+
+
+def test_a_failed_checkpoint_behind_is_raised_by_the_next_call(tmp_path):
+    target = tmp_path / "out.npy"
+    point = ResumePoint(target)
+    with open_image_output(target, 10, False, point) as writer:
+        point.record_job(JOB)
+        writer.write(0, names(0, 4), images(4))
+
+        def gone() -> None:
+            raise ConnectionError("Redis went away")
+
+        assert writer.checkpoint_behind([(0, 0, names(0, 4))], gone)
+        with pytest.raises(ConnectionError, match="went away"):
+            writer.checkpoint_behind([(1, 4, names(4, 4))], gone)
+    assert [chunk.chunk for chunk in point.stored()] == []  # aborted: the point went with it
