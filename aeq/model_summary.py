@@ -15,14 +15,18 @@ class ModelSummary:
 
     Attributes:
         model: the model's name.
-        architecture: which of the catalogue's architectures it is (``None`` where its
-            ``config.json`` predates the record of it and its name is not one of the five).
+        architecture: which of the catalogue's architectures it is, ``onnx`` for a model made
+            elsewhere (``aeq export --onnx``), ``None`` where its ``config.json`` predates the
+            record of it and its name is not one of the five.
         versions: every published version, ascending.
         latest: the highest version.
-        code_dim: length of the flat code vector.
-        test_mse: test MSE from the training record (``None`` if not recorded).
+        code_dim: length of the flat code vector (``None``: no encoder, no code).
+        test_mse: test MSE from the training record (``None`` if not recorded, and for a model
+            aeq did not train).
         trained_on: the training data, as the training record names it (``None`` if not
             recorded): a model trained on other data is told apart at a glance.
+        source: for a model made elsewhere, each graph's file as given, with its sha256 and the
+            tool that wrote it (``None`` for the models aeq trained).
         parity_max_abs_diff: largest parity difference over the three graphs.
         size_bytes: total size of the latest version's files.
         opset: ONNX opset of the graphs.
@@ -34,9 +38,10 @@ class ModelSummary:
     architecture: str | None
     versions: list[int]
     latest: int
-    code_dim: int
+    code_dim: int | None
     test_mse: float | None
     trained_on: str | None
+    source: dict[str, Any] | None
     parity_max_abs_diff: float | None
     size_bytes: int
     opset: int | None
@@ -68,9 +73,10 @@ def _summary(repository: ModelRepository, latest: ModelVersion) -> ModelSummary:
         or (latest.model if latest.model in MODELS else None),
         versions=repository.versions(latest.model),
         latest=latest.version,
-        code_dim=latest.code_dim,
+        code_dim=latest.code_dim or None,
         test_mse=None if test_mse is None else float(test_mse),
         trained_on=training.get("data_source"),
+        source=config.get("source"),
         parity_max_abs_diff=max(diffs) if diffs else None,
         size_bytes=sum(entry.stat().st_size for entry in latest.path.iterdir() if entry.is_file()),
         opset=config.get("opset"),

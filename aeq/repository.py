@@ -8,6 +8,8 @@
 Versions are integers from 1; "latest" is the highest. ``config.json`` names each graph's inputs and
 outputs (name, dtype, dims; -1 is the dynamic batch dimension) and records what aeq adds: code
 dimension, opset, parity error, the training record, the sha256 of every file and library versions.
+An ONNX model made elsewhere (``aeq export --onnx``) may publish the autoencoder graph alone, and
+records the pixel range its graphs work in (``pixel_scale``) and the files it came from.
 
 A version may also hold ``calibration.json`` (``aeq score --calibrate``): the distribution of the
 ``score`` operation's MSE over known-good items, as percentiles, against which later score jobs
@@ -35,9 +37,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from aeq.core.catalog import Graph
+from aeq.core.catalog import Graph, Operation
 from aeq.core.durable import fsync_folder
-from aeq.core.errors import IntegrityError, ModelNotFoundError, RepositoryError
+from aeq.core.errors import IntegrityError, ModelNotFoundError, RepositoryError, UsageError
+from aeq.core.pixel_scale import PixelScale, pixel_scale
 
 CONFIG_FILE = "config.json"
 CALIBRATION_FILE = "calibration.json"
@@ -60,6 +63,21 @@ class TensorInfo:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> TensorInfo:
         return cls(str(data["name"]), str(data["dtype"]), tuple(int(d) for d in data["dims"]))
+
+    def to_json(self) -> dict[str, Any]:
+        """The entry ``config.json`` lists under a graph's ``inputs`` or ``outputs``."""
+        return {"name": self.name, "dtype": self.dtype, "dims": list(self.dims)}
+
+    @property
+    def fixed_batch(self) -> int | None:
+        """The batch size the tensor holds where its first dim is a number (ONNX models made
+        elsewhere: PyTorch exports batch 1 unless told otherwise), ``None`` where it is open."""
+        return fixed_batch(self.dims)
+
+
+def fixed_batch(dims: Sequence[int]) -> int | None:
+    """The first of ``dims`` where it is a number, ``None`` where it is open (-1) or absent."""
+    return dims[0] if dims and dims[0] > 0 else None
 
 
 @dataclass(frozen=True)
@@ -154,7 +172,42 @@ class ModelVersion:
 
     @property
     def code_dim(self) -> int:
-        return int(self.config["code_dim"])
+        """Length of the flat code vector; 0 for a version without encoder and decoder graphs
+        (an ONNX model published with ``aeq export --onnx`` alone: ``code_dim`` is null)."""
+        recorded = self.config.get("code_dim")
+        return 0 if recorded is None else int(recorded)
+
+    @property
+    def graphs(self) -> tuple[Graph, ...]:
+        """The graphs this version publishes: all three, or the autoencoder alone."""
+        return tuple(graph for graph in Graph if graph.value in self.config["graphs"])
+
+    @property
+    def operations(self) -> tuple[Operation, ...]:
+        """The operations this version's graphs serve."""
+        return tuple(op for op in Operation if op.graph in self.graphs)
+
+    def check_serves(self, op: Operation) -> None:
+        """Refuse ``op`` up front when this version has no graph for it (raises ``UsageError``)."""
+        if op.graph not in self.graphs:
+            served = ", ".join(served.value for served in self.operations)
+            raise UsageError(
+                f"{self.label} has no {op.graph.value} graph (published without one): it serves "
+                f"{served}, not {op.value}"
+            )
+
+    @property
+    def pixel_scale(self) -> PixelScale:
+        """The pixel range the graphs take and give (``config.json``'s ``pixel_scale``; 0-1 for
+        versions published before the field).
+
+        Raises:
+            RepositoryError: the field names no known scale.
+        """
+        try:
+            return pixel_scale(self.config.get("pixel_scale"))
+        except UsageError as error:
+            raise RepositoryError(f"{self.label}: config.json {error}") from None
 
     def graph(self, graph: Graph) -> GraphInfo:
         """The signature of one of this version's graphs."""
@@ -196,8 +249,8 @@ class ModelVersion:
         return data
 
     def verify(self) -> None:
-        """Check every recorded file's sha256 (raises ``IntegrityError`` on the first mismatch)."""
-        for graph in Graph:
+        """Check every graph's sha256 (raises ``IntegrityError`` on the first mismatch)."""
+        for graph in self.graphs:
             self.read_verified(graph)
 
     def calibration(self) -> Calibration | None:

@@ -20,9 +20,11 @@ from rich.table import Table
 from aeq.core.catalog import MODELS
 from aeq.core.errors import AeqError, ModelError, ModelNotFoundError, UsageError
 from aeq.core.options import JsonOption, RepositoryOption
+from aeq.core.pixel_scale import PixelScale
 from aeq.core.settings import Settings, load_settings
 from aeq.model_summary import ModelSummary, summarize
 from aeq.repository import ModelRepository
+from export.foreign_command import ForeignOptions, export_foreign
 from export.trained import find_trained, refuse_collapsed, refuse_other_data, trained_models
 from export.validate import load_parity_images
 from training.tensorflow_logs import import_tensorflow_quietly
@@ -46,7 +48,40 @@ FromOption = Annotated[
 DataOption = Annotated[
     Path | None,
     typer.Option(
-        help="MNIST IDX folder or mnist.npz for the parity images (default: AEQ_DATA_DIR)."
+        help="MNIST IDX folder or mnist.npz for the parity images, or --onnx's run check "
+        "(default: AEQ_DATA_DIR)."
+    ),
+]
+OnnxOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--onnx",
+        help="Publish this ONNX autoencoder made elsewhere (e.g. by torch.onnx.export; 28x28 "
+        "gray images in and out) as the next version of --name.",
+        show_default=False,
+    ),
+]
+NameOption = Annotated[
+    str | None,
+    typer.Option(help="The name to publish the --onnx model under.", show_default=False),
+]
+ScaleOption = Annotated[
+    PixelScale | None,
+    typer.Option(
+        help="The pixel range the --onnx graphs take and give (default: 0-1).",
+        show_default=False,
+    ),
+]
+EncoderOption = Annotated[
+    Path | None,
+    typer.Option(
+        help="With --onnx: its encoder (image -> code), with --decoder.", show_default=False
+    ),
+]
+DecoderOption = Annotated[
+    Path | None,
+    typer.Option(
+        help="With --onnx: its decoder (code -> image), with --encoder.", show_default=False
     ),
 ]
 
@@ -60,12 +95,13 @@ def register(app: typer.Typer) -> None:
 
 def export_command(
     model: Annotated[
-        str,
+        str | None,
         typer.Argument(
             help=f"A trained model's name ({', '.join(MODELS)}, or one given with 'aeq train "
-            "--name'), or 'all'."
+            "--name'), or 'all'; leave it out with --onnx.",
+            show_default=False,
         ),
-    ],
+    ] = None,
     from_dir: FromOption = None,
     repository: RepositoryOption = None,
     data: DataOption = None,
@@ -73,13 +109,25 @@ def export_command(
         bool,
         typer.Option(
             "--other-data",
-            help="Publish a model trained on other data than the latest version of its name as "
-            "its next version anyway.",
+            help="Publish a model trained on other data than the latest version of its name "
+            "(with --onnx: a model of another kind) as its next version anyway.",
         ),
     ] = False,
+    onnx: OnnxOption = None,
+    name: NameOption = None,
+    scale: ScaleOption = None,
+    encoder: EncoderOption = None,
+    decoder: DecoderOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Convert trained models to ONNX, check parity with Keras, publish the next version."""
+    """Convert trained models to ONNX, check parity with Keras, publish the next version; or
+    (--onnx) publish an ONNX autoencoder made elsewhere."""
+    foreign = ForeignOptions(onnx, name, scale, encoder, decoder)
+    if foreign.given or model is None:
+        _refuse_mixed(model, from_dir, foreign)
+        settings = load_settings().with_overrides(model_repository=repository)
+        export_foreign(foreign, settings, data, other_data, as_json)
+        return
     settings = load_settings().with_overrides(training_dir=from_dir, model_repository=repository)
     names = _models_to_export(model, settings.training_dir)
     # Missing and collapsed models are refused before TensorFlow and the data are loaded.
@@ -96,6 +144,22 @@ def export_command(
         print(json.dumps(_export_json(results, failures, settings.model_repository), indent=2))
     if failures:
         raise ModelError(f"export failed for {', '.join(failures)} (see above)")
+
+
+def _refuse_mixed(model: str | None, from_dir: Path | None, foreign: ForeignOptions) -> None:
+    """A trained model's name and --onnx exclude each other; one of them is needed."""
+    if model is None and not foreign.given:
+        raise UsageError(
+            "missing argument 'model' (a trained model's name, or 'all'), or --onnx FILE --name "
+            "NAME; see 'aeq export -h'"
+        )
+    if foreign.onnx is None:
+        raise UsageError(
+            f"{foreign.given_text}: only with --onnx FILE (an ONNX model made elsewhere)"
+        )
+    if model is not None or from_dir is not None:
+        given = f"MODEL {model!r}" if model is not None else "--from"
+        raise UsageError(f"--onnx publishes the ONNX file given; {given} does not go with it")
 
 
 def _models_to_export(model: str, training_dir: Path) -> list[str]:
@@ -267,13 +331,21 @@ def _models_table(summaries: list[ModelSummary]) -> Table:
         table.add_row(
             item.model,
             ", ".join(str(version) for version in item.versions),
-            str(item.code_dim),
+            "-" if item.code_dim is None else str(item.code_dim),
             "-" if item.test_mse is None else f"{item.test_mse:.4f}",
-            _short_source(item.trained_on),
+            _data_cell(item),
             "-" if item.parity_max_abs_diff is None else f"{item.parity_max_abs_diff:.2g}",
             _kb(item.size_bytes),
         )
     return table
+
+
+def _data_cell(item: ModelSummary) -> str:
+    """The table's data column: the training data, or for a model made elsewhere the ONNX file
+    it came from (``ae.onnx``; ``--json`` has its architecture, ``onnx``, and each file's
+    sha256)."""
+    made_from = (item.source or {}).get("autoencoder", {}).get("file")
+    return str(made_from) if made_from else _short_source(item.trained_on)
 
 
 def _short_source(source: str | None) -> str:

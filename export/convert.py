@@ -30,6 +30,7 @@ from aeq.core.catalog import (
     Graph,
     ModelSpec,
 )
+from export.onnx_tensors import tensor_info
 from export.rewrites import rewrite_graph
 from training.architectures import split
 
@@ -37,8 +38,6 @@ from training.architectures import split
 # graphs use (Conv, MaxPool, Resize, Gemm, Relu, Sigmoid, Reshape) and leaves one step of headroom.
 ONNX_OPSET = 17
 BATCH_DIM = "batch"
-# Dims recorded in config.json use -1 for the dynamic batch dimension, as Triton does.
-DYNAMIC_DIM = -1
 
 # Each graph's (input name, output name); the encoder/decoder code is always a flat vector.
 GRAPH_TENSORS: dict[Graph, tuple[str, str]] = {
@@ -68,8 +67,8 @@ class ConvertedGraph:
         """What ``config.json`` records of the graph besides its file and parity: ``inputs`` and
         ``outputs`` (name, dtype, dims; -1 = dynamic) and the ``graph_rewrites`` applied."""
         return {
-            "inputs": [_tensor_json(value) for value in self.proto.graph.input],
-            "outputs": [_tensor_json(value) for value in self.proto.graph.output],
+            "inputs": [tensor_info(value).to_json() for value in self.proto.graph.input],
+            "outputs": [tensor_info(value).to_json() for value in self.proto.graph.output],
             "graph_rewrites": list(self.rewrites),
         }
 
@@ -171,15 +170,6 @@ def _tensor_names(graph: onnx.GraphProto) -> set[str]:
         names.update(node.input)
         names.update(node.output)
     return names
-
-
-def _tensor_json(value: onnx.ValueInfoProto) -> dict[str, Any]:
-    tensor_type = value.type.tensor_type
-    dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type))
-    dims = [
-        dim.dim_value if dim.HasField("dim_value") else DYNAMIC_DIM for dim in tensor_type.shape.dim
-    ]
-    return {"name": value.name, "dtype": dtype.name, "dims": dims}
 
 
 def serialized(graphs: Mapping[Graph, ConvertedGraph]) -> dict[Graph, bytes]:

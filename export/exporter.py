@@ -10,7 +10,6 @@ Imports TensorFlow (through ``export.convert``); the CLI imports this module ins
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from aeq.core.errors import InputError
 from aeq.core.noise import add_noise
 from aeq.repository import ModelRepository, ModelVersion
 from export.convert import ONNX_OPSET, ConvertedGraph, convert_model, library_versions, serialized
+from export.publishing import graph_file, publish
 from export.trained import TrainedModel, find_trained, refuse_collapsed
 from export.validate import GraphParity, check_parity, run_keras
 
@@ -133,11 +133,6 @@ def export_model(
     return ExportResult(version, parity, sizes)
 
 
-def graph_file(graph: Graph) -> str:
-    """The file a graph is published as."""
-    return f"{graph.value}.onnx"
-
-
 def version_config(
     spec: ModelSpec,
     graphs: Mapping[Graph, ConvertedGraph],
@@ -167,18 +162,3 @@ def version_config(
         "opset": ONNX_OPSET,
         "libraries": library_versions(),
     }
-
-
-def publish(
-    repository: ModelRepository,
-    name: str,
-    onnx_bytes: Mapping[Graph, bytes],
-    config: Mapping[str, Any],
-) -> ModelVersion:
-    """Publish the three graphs' ONNX bytes with ``config`` as the next version of ``name``."""
-    with tempfile.TemporaryDirectory(prefix=f"aeq-export-{name}-") as folder:
-        files = {}
-        for graph, data in onnx_bytes.items():
-            files[graph_file(graph)] = path = Path(folder) / graph_file(graph)
-            path.write_bytes(data)
-        return repository.publish(name, files, config)

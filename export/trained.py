@@ -17,7 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aeq.core.catalog import MODEL_NAME, MODELS, ModelSpec, check_model_name, model_spec
+from aeq.core.catalog import (
+    FOREIGN_ARCHITECTURE,
+    MODEL_NAME,
+    MODELS,
+    ModelSpec,
+    check_model_name,
+    model_spec,
+)
 from aeq.core.errors import CollapsedModelError, InputError, ModelNotFoundError, UsageError
 from aeq.repository import ModelRepository
 from training.record import MODEL_FILE, RECORD_FILE, read_record_data
@@ -94,12 +101,20 @@ def refuse_collapsed(trained: TrainedModel) -> None:
 def refuse_other_data(trained: TrainedModel, repository: ModelRepository) -> None:
     """Raise ``UsageError`` if ``repository``'s latest version of the model was trained on other
     data: a conv trained on Fashion-MNIST silently became conv@2, and the commands that take the
-    latest version switched to it (records without a data fingerprint are not compared)."""
+    latest version switched to it (records without a data fingerprint are not compared). An ONNX
+    model made elsewhere ('aeq export --onnx') has no record: its data counts as other."""
     name = trained.name
     try:
         latest = repository.get(name)
     except ModelNotFoundError:  # nothing published under this name yet
         return
+    if latest.config.get("architecture") == FOREIGN_ARCHITECTURE:
+        raise UsageError(
+            f"{latest.label} in {repository.root} is an ONNX model made elsewhere, this {name} "
+            f"a {trained.spec.name} model aeq trained on {trained.record.get('data_source')}: "
+            f"export it into another repository (--repository), or pass --other-data to publish "
+            f"it as the next {name}"
+        )
     before = latest.config.get("training", {})
     old, new = before.get("data_fingerprint"), trained.record.get("data_fingerprint")
     if old and new and old != new:

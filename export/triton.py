@@ -253,10 +253,13 @@ def write_triton_repository(versions: Sequence[ModelVersion], out_dir: Path) -> 
     for version in sorted(versions, key=lambda item: (item.model, item.version)):
         by_model.setdefault(version.model, []).append(version)
     with staged_folder(out_dir) as staging:
+        # An ONNX model made elsewhere may publish its autoencoder alone: a graph becomes a
+        # Triton model with the versions that have it.
         written = [
-            _write_triton_model(staging, model_versions, graph)
+            _write_triton_model(staging, having, graph)
             for model_versions in by_model.values()
             for graph in Graph
+            if (having := [version for version in model_versions if graph in version.graphs])
         ]
     fsync_folder(out_dir.parent)
     return written

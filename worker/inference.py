@@ -24,6 +24,7 @@ import numpy as np
 
 from aeq.core.catalog import IMAGE_SIDE, Graph, Operation
 from aeq.core.errors import ProviderError
+from aeq.core.pixel_scale import DEFAULT_PIXEL_SCALE, PixelScale
 from aeq.core.settings import Settings
 from aeq.repository import ModelVersion
 
@@ -39,7 +40,6 @@ CPU_PROVIDER = "CPUExecutionProvider"
 TENSORRT_PROVIDER = "TensorrtExecutionProvider"
 # Device nodes the NVIDIA driver creates (also inside containers given a GPU).
 _NVIDIA_DEVICES = (Path("/dev/nvidiactl"), Path("/dev/nvidia0"), Path("/proc/driver/nvidia"))
-_PIXEL_SCALE = np.float32(1.0 / 255.0)
 # ONNX Runtime's pool threads spin after a parallel section, waiting for the next one. On a host
 # whose cores are shared (other workers, Redis, the client) they burn the cores the rest need:
 # a 2-thread session without spinning ran 1.1-2.0x faster with one core busy elsewhere, in 7 of
@@ -77,6 +77,10 @@ class LoadedGraph:
     output_name: str
     input_dims: tuple[int, ...]  # one item's shape, batch excluded
     provider: str
+    pixel_scale: PixelScale = DEFAULT_PIXEL_SCALE
+    # The graph's first input dim where it is a number (ONNX models made elsewhere: PyTorch
+    # exports batch 1 unless told otherwise): every run call feeds exactly this many items.
+    fixed_batch: int | None = None
 
 
 def nvidia_device_visible() -> bool:
@@ -160,18 +164,21 @@ class Engine:
         """Run ``op`` on a chunk of items (uint8 images or float32 codes)."""
         loaded = self.graph(version, op.graph)
         started = time.perf_counter()
+        batch = loaded.fixed_batch or MAX_SESSION_BATCH
         parts = [
-            self._run_batch(loaded, op, items[start : start + MAX_SESSION_BATCH])
-            for start in range(0, len(items), MAX_SESSION_BATCH)
+            self._run_batch(loaded, op, items[start : start + batch])
+            for start in range(0, len(items), batch)
         ]
         array = parts[0] if len(parts) == 1 else np.concatenate(parts)
         return ChunkResult(array, loaded.provider, time.perf_counter() - started)
 
     @staticmethod
     def _run_batch(loaded: LoadedGraph, op: Operation, items: np.ndarray) -> np.ndarray:
-        feed = to_graph_input(op, items, loaded.input_dims)
+        count = len(items)
+        scale = loaded.pixel_scale
+        feed = to_graph_input(op, pad_to_batch(items, loaded.fixed_batch), loaded.input_dims, scale)
         (output,) = loaded.session.run([loaded.output_name], {loaded.input_name: feed})
-        return from_graph_output(op, output, len(items))
+        return from_graph_output(op, output[:count], count, scale)
 
     def _load(self, version: ModelVersion, graph: Graph) -> LoadedGraph:
         import onnxruntime as ort
@@ -191,7 +198,13 @@ class Engine:
         # Later sessions ask only for what loaded, so a missing CUDA library is reported once.
         self.providers = tuple(in_use) or (CPU_PROVIDER,)
         return LoadedGraph(
-            session, info.input.name, info.output.name, info.input.dims[1:], provider
+            session,
+            info.input.name,
+            info.output.name,
+            info.input.dims[1:],
+            provider,
+            version.pixel_scale,
+            info.input.fixed_batch,
         )
 
     def _requested(self, ort: Any) -> list[str]:
@@ -234,29 +247,54 @@ class Engine:
         self._announced = True
 
 
-def to_graph_input(op: Operation, items: np.ndarray, input_dims: tuple[int, ...]) -> np.ndarray:
-    """Turn a chunk into the graph's input: pixels to float32 in [0, 1], reshaped; codes as-is.
+def pad_to_batch(items: np.ndarray, batch: int | None) -> np.ndarray:
+    """``items`` filled up with zeros to ``batch`` items (a graph with a fixed batch size takes
+    no fewer); as they are when the batch is open or already full."""
+    if batch is None or len(items) == batch:
+        return items
+    padded = np.zeros((batch, *items.shape[1:]), dtype=items.dtype)
+    padded[: len(items)] = items
+    return padded
 
-    One pass over the data: the multiply writes the float32 result directly.
+
+def to_graph_input(
+    op: Operation,
+    items: np.ndarray,
+    input_dims: tuple[int, ...],
+    scale: PixelScale = DEFAULT_PIXEL_SCALE,
+) -> np.ndarray:
+    """Turn a chunk into the graph's input: pixels to float32 in the graph's ``scale`` (0-1:
+    x / 255), reshaped; codes as-is.
+
+    One pass over the data for 0-1 and 0-255: the multiply writes the float32 result directly.
     """
     count = len(items)
     shape = (count, *(d if d > 0 else -1 for d in input_dims))
     if op is Operation.DECODE:
         return np.ascontiguousarray(items, dtype=np.float32).reshape(shape)
-    return np.multiply(items.reshape(shape), _PIXEL_SCALE, dtype=np.float32)
+    step = np.float32(scale.per_grey_level)
+    values = np.multiply(items.reshape(shape), step, dtype=np.float32)
+    if scale.low:
+        values += np.float32(scale.low)
+    return values
 
 
-def from_graph_output(op: Operation, output: np.ndarray, count: int) -> np.ndarray:
+def from_graph_output(
+    op: Operation, output: np.ndarray, count: int, scale: PixelScale = DEFAULT_PIXEL_SCALE
+) -> np.ndarray:
     """Turn the graph's output back into what the client stores.
 
-    Images become uint8 ``round(clip(x, 0, 1) * 255)`` of shape (n, 28, 28), computed in place on
-    ONNX Runtime's output buffer; codes stay float32, flattened to (n, code_dim).
+    Images become uint8 ``round((clip(x, low, high) - low) * 255 / (high - low))`` of shape
+    (n, 28, 28) (0-1: ``round(clip(x, 0, 1) * 255)``), computed in place on ONNX Runtime's
+    output buffer; codes stay float32, flattened to (n, code_dim).
     """
     if op is Operation.ENCODE:
         return np.ascontiguousarray(output, dtype=np.float32).reshape(count, -1)
     pixels = output.reshape(count, IMAGE_SIDE, IMAGE_SIDE)
-    np.clip(pixels, 0.0, 1.0, out=pixels)
-    pixels *= 255.0
+    np.clip(pixels, scale.low, scale.high, out=pixels)
+    if scale.low:
+        pixels -= scale.low
+    pixels *= scale.grey_levels_per_unit
     np.rint(pixels, out=pixels)
     return pixels.astype(np.uint8)
 

@@ -150,13 +150,16 @@ def _store_output(
 def _check_against_job(
     context: WorkerContext, message: ChunkMessage, spec: JobSpec
 ) -> ModelVersion:
-    """The message must ask for what its job does, with a model that exists."""
+    """The message must ask for what its job does, with a model that exists and has the graph
+    the operation runs."""
     if (message.op, message.model, message.version) != (spec.op, spec.model, spec.version):
         raise PayloadError(
             f"message says {message.op.value} with {message.model}@{message.version}, "
             f"job {message.job} is {spec.op.value} with {spec.model}@{spec.version}"
         )
     version = context.model_version(message.model, message.version)
+    # A model published without an encoder and decoder has no code size to check a layout by.
+    version.check_serves(message.op)
     message.check_layout(version.code_dim)
     return version
 

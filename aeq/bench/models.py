@@ -83,7 +83,8 @@ def publish_converted(
 ) -> ModelVersion:
     """Convert ``autoencoder``'s three graphs and publish them as the next version."""
     from export.convert import convert_model, serialized
-    from export.exporter import publish, version_config
+    from export.exporter import version_config
+    from export.publishing import publish
 
     graphs = convert_model(autoencoder, spec)
     config = {**version_config(spec, graphs), "benchmark": UNTRAINED}

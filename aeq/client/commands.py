@@ -178,7 +178,7 @@ def decode(
         raise UsageError(f"{codes} does not say which model made it; pass --model")
     if version is None and chosen == source.model:
         version = source.version
-    resolved = _resolve(settings, chosen, version)
+    resolved = _resolve(settings, chosen, version, Operation.DECODE)
     if resolved.code_dim != source.code_dim:
         raise UsageError(
             f"{codes} holds {source.code_dim}-d codes, {resolved.label} decodes "
@@ -294,7 +294,7 @@ def _image_inputs(
     from aeq.files.inputs import open_images
 
     settings = load_settings().with_overrides(model_repository=repository)
-    resolved = _resolve(settings, model or op.default_model or "", version)
+    resolved = _resolve(settings, model or op.default_model or "", version, op)
     source = open_images(inputs, resize=resize)
     if source.skipped:
         stderr.print(
@@ -304,10 +304,10 @@ def _image_inputs(
     return settings, resolved, source
 
 
-def _resolve(settings: Settings, model: str, version: int | None) -> ModelVersion:
+def _resolve(settings: Settings, model: str, version: int | None, op: Operation) -> ModelVersion:
     from aeq.client.submissions import resolve
 
-    return resolve(settings, model, version)
+    return resolve(settings, model, version, op)
 
 
 def _run(

@@ -49,7 +49,7 @@ def image_submission(
         ModelNotFoundError: unknown model or version, or nothing published.
     """
     check_chunk_size(chunk_size)
-    resolved = resolve(settings, model or op.default_model or "", version)
+    resolved = resolve(settings, model or op.default_model or "", version, op)
     source = open_images_input(images, resize)
     return Submission(op, resolved, source, chunk_items(chunk_size, op, resolved))
 
@@ -79,7 +79,7 @@ def decode_submission(
         )
     if version is None and chosen == made_by:
         version = made_version
-    resolved = resolve(settings, chosen, version)
+    resolved = resolve(settings, chosen, version, Operation.DECODE)
     if resolved.code_dim != source.code_dim:
         raise UsageError(
             f"the codes are {source.code_dim}-d, {resolved.label} decodes {resolved.code_dim}-d "
@@ -89,15 +89,21 @@ def decode_submission(
     return Submission(Operation.DECODE, resolved, source, size)
 
 
-def resolve(settings: Settings, model: str, version: int | None) -> ModelVersion:
-    """The published version of ``model`` to run (default: the latest).
+def resolve(
+    settings: Settings, model: str, version: int | None, op: Operation | None = None
+) -> ModelVersion:
+    """The published version of ``model`` to run (default: the latest), for ``op`` if given.
 
     Raises:
-        UsageError: not a model name.
+        UsageError: not a model name, or a version without the graph ``op`` runs (an ONNX
+            model published without an encoder and decoder: no encode, no decode).
         ModelNotFoundError: not (at that version) in the repository.
     """
     check_model_name(model)
-    return ModelRepository(settings.model_repository).get(model, version)
+    resolved = ModelRepository(settings.model_repository).get(model, version)
+    if op is not None:
+        resolved.check_serves(op)
+    return resolved
 
 
 def chunk_items(chunk_size: int | None, op: Operation, version: ModelVersion) -> int:

@@ -17,6 +17,10 @@ NOISE_FACTOR = 0.5
 # Largest |ONNX Runtime - Keras| difference the parity gate accepts on any graph output.
 PARITY_ATOL = 1e-4
 
+# The architecture config.json records for an ONNX model made elsewhere ('aeq export --onnx'):
+# not one of the five, never trained by aeq, and never published under one of their names.
+FOREIGN_ARCHITECTURE = "onnx"
+
 # Stable tensor names of every exported graph (never tf2onnx's generated ones).
 IMAGE_TENSOR = "image"
 CODE_TENSOR = "code"
