@@ -207,10 +207,16 @@ def base_env(repository: Path) -> dict[str, str]:
 
 @pytest.fixture
 def service(redis_server, model_repository: Path, tmp_path: Path) -> Iterator[Service]:
+    yield from running_service(redis_server, model_repository, tmp_path)
+
+
+def running_service(redis_server, repository: Path, tmp_path: Path) -> Iterator[Service]:
+    """A ``Service`` on the session's Redis (emptied before and after) serving ``repository``;
+    its workers are stopped at the end."""
     client = redis_server.client()
     client.flushdb()
-    env = {**base_env(model_repository), "AEQ_BROKER_URL": redis_server.url}
-    service = Service(redis_server.url, model_repository, tmp_path, env)
+    env = {**base_env(repository), "AEQ_BROKER_URL": redis_server.url}
+    service = Service(redis_server.url, repository, tmp_path, env)
     yield service
     for worker in service.workers:
         worker.stop()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import Service, base_env
+from conftest import Service, running_service
 from helpers import read_codes
 
 from aeq.core.pixel_scale import PixelScale
@@ -40,16 +40,7 @@ CHUNK = 128  # 3 chunks, the last one short: a fixed-batch graph runs every piec
 def foreign(redis_server, mnist, tmp_path) -> Iterator[Service]:
     """A private Redis and a repository of this test's own, for ``aeq export --onnx`` to fill
     (no model aeq trained is needed)."""
-    client = redis_server.client()
-    client.flushdb()
-    repository = tmp_path / "repository"
-    env = {**base_env(repository), "AEQ_BROKER_URL": redis_server.url}
-    service = Service(redis_server.url, repository, tmp_path, env)
-    yield service
-    for worker in service.workers:
-        worker.stop()
-    client.flushdb()
-    client.close()
+    yield from running_service(redis_server, tmp_path / "repository", tmp_path)
 
 
 def publish(service: Service, mnist, *args: str) -> None:
