@@ -522,11 +522,10 @@ class JobClient:
             writer.write(start, names, array)
             state.written.add(chunk)
             state.items += len(array)
-            state.unnoted.append((chunk, start, names))
+            if spec.streamed:
+                state.unnoted.append((chunk, start, names))
         if spec.streamed:
             self._stream_out(job, writer, state)
-        else:
-            state.unnoted.clear()
         if ready or finished_before != state.finished():
             state.news_at = time.monotonic()
 
